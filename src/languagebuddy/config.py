@@ -1,0 +1,219 @@
+"""Settings: the only place environment variables are read.
+
+Every name here is fixed by shared/CONTRACT.md (plus a few ``LB_*`` tunables of our own).
+A missing or malformed value fails at start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CEFR_LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    """Validated configuration. Channels and call providers are enabled by their credentials."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    database_url: Annotated[str, Field(validation_alias=_env("DATABASE_URL"))] = (
+        "sqlite+aiosqlite:///./languagebuddy.db"
+    )
+    public_base_url: Annotated[str, Field(validation_alias=_env("PUBLIC_BASE_URL"))] = (
+        "http://localhost:8000"
+    )
+    signing_key: Annotated[str | None, Field(validation_alias=_env("LB_SIGNING_KEY"))] = None
+
+    openai_api_key: Annotated[str | None, Field(validation_alias=_env("OPENAI_API_KEY"))] = None
+    openai_base_url: Annotated[str | None, Field(validation_alias=_env("OPENAI_BASE_URL"))] = None
+    chat_model: Annotated[str, Field(validation_alias=_env("LB_CHAT_MODEL"))] = "gpt-4o"
+    vision_model: Annotated[str, Field(validation_alias=_env("LB_VISION_MODEL"))] = "gpt-4o"
+    stt_model: Annotated[str, Field(validation_alias=_env("LB_STT_MODEL"))] = "whisper-1"
+    tts_model: Annotated[str, Field(validation_alias=_env("LB_TTS_MODEL"))] = "gpt-4o-mini-tts"
+    tts_voice: Annotated[str, Field(validation_alias=_env("LB_TTS_VOICE"))] = "alloy"
+    realtime_model: Annotated[str, Field(validation_alias=_env("LB_REALTIME_MODEL"))] = (
+        "gpt-realtime"
+    )
+    realtime_voice: Annotated[str, Field(validation_alias=_env("LB_REALTIME_VOICE"))] = "alloy"
+
+    whatsapp_access_token: Annotated[
+        str | None, Field(validation_alias=_env("WHATSAPP_ACCESS_TOKEN"))
+    ] = None
+    whatsapp_phone_number_id: Annotated[
+        str | None, Field(validation_alias=_env("WHATSAPP_PHONE_NUMBER_ID"))
+    ] = None
+    whatsapp_app_secret: Annotated[
+        str | None, Field(validation_alias=_env("WHATSAPP_APP_SECRET"))
+    ] = None
+    whatsapp_verify_token: Annotated[
+        str | None, Field(validation_alias=_env("WHATSAPP_VERIFY_TOKEN"))
+    ] = None
+    whatsapp_api_base_url: Annotated[
+        str, Field(validation_alias=_env("WHATSAPP_API_BASE_URL"))
+    ] = "https://graph.facebook.com/v23.0"
+
+    telegram_bot_token: Annotated[
+        str | None, Field(validation_alias=_env("TELEGRAM_BOT_TOKEN"))
+    ] = None
+    telegram_webhook_secret: Annotated[
+        str | None, Field(validation_alias=_env("TELEGRAM_WEBHOOK_SECRET"))
+    ] = None
+    telegram_api_base_url: Annotated[
+        str, Field(validation_alias=_env("TELEGRAM_API_BASE_URL"))
+    ] = "https://api.telegram.org"
+
+    line_channel_access_token: Annotated[
+        str | None, Field(validation_alias=_env("LINE_CHANNEL_ACCESS_TOKEN"))
+    ] = None
+    line_channel_secret: Annotated[
+        str | None, Field(validation_alias=_env("LINE_CHANNEL_SECRET"))
+    ] = None
+    line_api_base_url: Annotated[str, Field(validation_alias=_env("LINE_API_BASE_URL"))] = (
+        "https://api.line.me"
+    )
+    line_data_api_base_url: Annotated[
+        str, Field(validation_alias=_env("LINE_DATA_API_BASE_URL"))
+    ] = "https://api-data.line.me"
+
+    telnyx_api_key: Annotated[str | None, Field(validation_alias=_env("TELNYX_API_KEY"))] = None
+    telnyx_public_key: Annotated[
+        str | None, Field(validation_alias=_env("TELNYX_PUBLIC_KEY"))
+    ] = None
+    telnyx_api_base_url: Annotated[
+        str, Field(validation_alias=_env("TELNYX_API_BASE_URL"))
+    ] = "https://api.telnyx.com/v2"
+
+    vonage_application_id: Annotated[
+        str | None, Field(validation_alias=_env("VONAGE_APPLICATION_ID"))
+    ] = None
+    vonage_private_key_path: Annotated[
+        str | None, Field(validation_alias=_env("VONAGE_PRIVATE_KEY_PATH"))
+    ] = None
+    vonage_signature_secret: Annotated[
+        str | None, Field(validation_alias=_env("VONAGE_SIGNATURE_SECRET"))
+    ] = None
+    vonage_api_base_url: Annotated[
+        str, Field(validation_alias=_env("VONAGE_API_BASE_URL"))
+    ] = "https://api.nexmo.com"
+
+    # Tunables of our own (not part of the contract's fixed names, all optional).
+    log_level: Annotated[str, Field(validation_alias=_env("LB_LOG_LEVEL"))] = "info"
+    worker_concurrency: Annotated[
+        int, Field(ge=1, le=256, validation_alias=_env("LB_WORKER_CONCURRENCY"))
+    ] = 8
+    lease_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_LEASE_SECONDS"))
+    ] = 60.0
+    max_attempts: Annotated[int, Field(ge=1, le=100, validation_alias=_env("LB_MAX_ATTEMPTS"))] = (
+        8
+    )
+    retry_base_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_RETRY_BASE_SECONDS"))
+    ] = 2.0
+    openai_timeout_seconds: Annotated[
+        float, Field(gt=0, le=600, validation_alias=_env("LB_OPENAI_TIMEOUT"))
+    ] = 60.0
+    openai_max_retries: Annotated[
+        int, Field(ge=0, le=10, validation_alias=_env("LB_OPENAI_MAX_RETRIES"))
+    ] = 3
+    memory_turns: Annotated[int, Field(ge=2, le=200, validation_alias=_env("LB_MEMORY_TURNS"))] = (
+        16
+    )
+    image_max_side: Annotated[
+        int, Field(ge=256, le=8192, validation_alias=_env("LB_IMAGE_MAX_SIDE"))
+    ] = 2048
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://buddy.example.com")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: str | None) -> str | None:
+        allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+        if value is not None and not (1 <= len(value) <= 256 and set(value) <= allowed):
+            raise ValueError("must be 1-256 characters of A-Z a-z 0-9 _ -")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def whatsapp_enabled(self) -> bool:
+        return bool(self.whatsapp_access_token and self.whatsapp_phone_number_id)
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return bool(self.telegram_bot_token)
+
+    @property
+    def line_enabled(self) -> bool:
+        return bool(self.line_channel_access_token and self.line_channel_secret)
+
+    @property
+    def telnyx_enabled(self) -> bool:
+        return bool(self.telnyx_api_key)
+
+    @property
+    def vonage_enabled(self) -> bool:
+        return bool(self.vonage_application_id)
+
+
+def _field_env_name(settings_cls: type[Settings], field: str) -> str:
+    info = settings_cls.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, turning a validation error into one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first.get("loc") else "?"
+        name = _field_env_name(Settings, field) if field in Settings.model_fields else field
+        reason = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {reason} (set {name} in the environment or .env)") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,72 @@
+"""Channel-neutral events: what a webhook turns into, and what the worker hands the tutor.
+
+An ``InboundEvent`` is stored in the inbox as JSON, so it holds only references to media
+(platform ids), never the bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Kind(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    VOICE = "voice"
+    UNSUPPORTED = "unsupported"
+    STATUS = "status"  # a delivery receipt for something we sent (no reply)
+
+
+class InboundEvent(BaseModel):
+    """One thing a learner did on a platform, in the same shape for every channel."""
+
+    channel: str
+    event_id: str = Field(description="provider event id: the dedupe key within the channel")
+    user_id: str = Field(description="the channel's stable id for the learner (chat / user id)")
+    kind: Kind
+    text: str | None = None
+    caption: str | None = None
+    media_id: str | None = None
+    media_mime: str | None = None
+    media_size: int | None = None
+    media_duration_s: float | None = None
+    unsupported_type: str | None = None
+    message_id: str | None = Field(default=None, description="provider message id to reply to")
+    reply_token: str | None = None  # LINE, single use, about a minute
+    received_at: float = Field(default_factory=time.time)
+    phone_e164: str | None = None
+    display_name: str | None = None
+    language_hint: str | None = None  # e.g. Telegram's language_code
+    status: str | None = None  # for STATUS events: sent | delivered | read | failed
+    status_error: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.channel}:{self.event_id}"
+
+    @property
+    def order_key(self) -> str:
+        return f"{self.channel}:{self.user_id}"
+
+
+class Media(BaseModel):
+    """Downloaded learner media. Lives in memory only; never logged, never stored."""
+
+    data: bytes = Field(repr=False)
+    mime_type: str | None = None
+    filename: str | None = None
+
+
+class OutboundPart(BaseModel):
+    """One thing to send back: a text, or a voice note (audio bytes produced in memory)."""
+
+    kind: str = "text"  # text | voice
+    text: str = ""
+    audio: bytes | None = Field(default=None, repr=False)
+    audio_mime: str | None = None
+    duration_s: float | None = None

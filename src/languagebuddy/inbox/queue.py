@@ -1,0 +1,206 @@
+"""The durable inbox: put (deduplicated), claim (leased, per-learner FIFO), done, fail.
+
+Claiming is one ``UPDATE … WHERE id = (SELECT …) RETURNING`` statement. On PostgreSQL the
+sub-select takes ``FOR UPDATE SKIP LOCKED`` so that many workers never wait on each other; SQLite
+serialises writers itself. An item is claimable when it is pending and due, or processing with an
+expired lease (its worker died). It is blocked while an older item of the same learner
+(``order_key``) is unfinished, which keeps one learner's events in arrival order and never two
+at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from languagebuddy.events import InboundEvent
+from languagebuddy.store.models import InboxItem
+
+PENDING, PROCESSING, DONE, DEAD = "pending", "processing", "done", "dead"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An item a worker holds under lease."""
+
+    id: int
+    event: InboundEvent
+    attempts: int
+    apology_sent: bool
+    owner: str
+
+
+_CLAIM_SQL = """
+UPDATE inbox SET status = 'processing', lease_owner = :owner, lease_until = :lease_until,
+       attempts = attempts + 1
+WHERE id = (
+    SELECT i.id FROM inbox AS i
+    WHERE ((i.status = 'pending' AND i.available_at <= :now)
+           OR (i.status = 'processing' AND i.lease_until < :now))
+      AND NOT EXISTS (
+          SELECT 1 FROM inbox AS j
+          WHERE j.order_key = i.order_key AND j.id < i.id
+            AND j.status IN ('pending', 'processing'))
+    ORDER BY i.id
+    LIMIT 1
+    {lock}
+)
+  AND (status = 'pending' OR lease_until < :now)
+RETURNING id, payload, attempts, apology_sent
+"""
+
+
+class Inbox:
+    """Durable, deduplicated queue of inbound events."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._postgres = engine.dialect.name == "postgresql"
+        lock = "FOR UPDATE SKIP LOCKED" if self._postgres else ""
+        self._claim_sql = text(_CLAIM_SQL.format(lock=lock))
+
+    async def put(self, event: InboundEvent) -> bool:
+        """Store the event unless its dedupe key is known. True when it was new."""
+        return await self.put_many([event]) == 1
+
+    async def put_many(self, events: list[InboundEvent]) -> int:
+        """Store the events of one webhook body in one transaction; returns how many were new.
+
+        The unique dedupe key decides newness inside the insert itself, so two concurrent
+        deliveries of the same event can never both be accepted.
+        """
+        if not events:
+            return 0
+        new = 0
+        dialect_insert = pg_insert if self._postgres else sqlite_insert
+        async with self.engine.begin() as conn:
+            for event in events:
+                stmt = (
+                    dialect_insert(InboxItem)
+                    .values(
+                        dedupe_key=event.dedupe_key,
+                        order_key=event.order_key,
+                        channel=event.channel,
+                        payload=event.model_dump(mode="json"),
+                        status=PENDING,
+                        attempts=0,
+                        created_at=time.time(),
+                        available_at=time.time(),
+                        apology_sent=False,
+                    )
+                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                    .returning(InboxItem.id)
+                )
+                if (await conn.execute(stmt)).first() is not None:
+                    new += 1
+        return new
+
+    async def claim(self, owner: str, lease_seconds: float) -> Claimed | None:
+        """Take the next due item under a lease, or None when nothing is claimable."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    self._claim_sql,
+                    {"owner": owner, "now": now, "lease_until": now + lease_seconds},
+                )
+            ).first()
+        if row is None:
+            return None
+        payload = row.payload if isinstance(row.payload, dict) else _json_loads(row.payload)
+        return Claimed(
+            id=row.id,
+            event=InboundEvent.model_validate(payload),
+            attempts=row.attempts,
+            apology_sent=bool(row.apology_sent),
+            owner=owner,
+        )
+
+    async def extend(self, item: Claimed, lease_seconds: float) -> bool:
+        """Renew the lease of a long-running item; False when it was lost to another worker."""
+        return await self._update_owned(item, lease_until=time.time() + lease_seconds)
+
+    async def done(self, item: Claimed) -> bool:
+        return await self._update_owned(
+            item, status=DONE, finished_at=time.time(), lease_owner=None, lease_until=None
+        )
+
+    async def mark_apology_sent(self, item: Claimed) -> None:
+        await self._update_owned(item, apology_sent=True)
+
+    async def fail(
+        self,
+        item: Claimed,
+        reason: str,
+        *,
+        retryable: bool,
+        max_attempts: int,
+        base_delay: float,
+        retry_after: float | None = None,
+    ) -> str:
+        """Schedule a retry with exponential backoff and jitter, or dead-letter the item.
+
+        Returns the new status. A permanent error, or one more failure than ``max_attempts``
+        allows, ends in ``dead`` with the reason kept.
+        """
+        if not retryable or item.attempts >= max_attempts:
+            await self._update_owned(
+                item,
+                status=DEAD,
+                last_error=reason[:2000],
+                finished_at=time.time(),
+                lease_owner=None,
+                lease_until=None,
+            )
+            return DEAD
+        delay = base_delay * (2 ** (item.attempts - 1)) * random.uniform(0.8, 1.2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        await self._update_owned(
+            item,
+            status=PENDING,
+            last_error=reason[:2000],
+            available_at=time.time() + min(delay, 3600.0),
+            lease_owner=None,
+            lease_until=None,
+        )
+        return PENDING
+
+    async def _update_owned(self, item: Claimed, **values: Any) -> bool:
+        stmt = (
+            update(InboxItem)
+            .where(InboxItem.id == item.id, InboxItem.lease_owner == item.owner)
+            .values(**values)
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(stmt)
+        return result.rowcount == 1
+
+    async def depth(self) -> dict[str, int]:
+        """Items per status, for /metrics and doctor."""
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(InboxItem.status, func.count()).group_by(InboxItem.status)
+            )
+            return {status: count for status, count in rows.all()}
+
+    async def get(self, item_id: int) -> InboxItem | None:
+        async with self.sessions() as session:
+            return await session.get(InboxItem, item_id)
+
+
+def _json_loads(value: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(value)
+
+
+__all__ = ["DEAD", "DONE", "PENDING", "PROCESSING", "Claimed", "Inbox"]

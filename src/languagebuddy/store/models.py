@@ -1,0 +1,189 @@
+"""The database schema: learners and their identities, the conversation log, vocabulary,
+usage, the durable inbox and the outbox of reply parts.
+
+Times that the inbox compares (available, lease) are epoch seconds as floats, so that SQLite and
+PostgreSQL compare them the same way without time-zone surprises.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Learner(Base):
+    """One person, whatever channel they use. Phone calls find them again by ``phone_e164``."""
+
+    __tablename__ = "learners"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    phone_e164: Mapped[str | None] = mapped_column(String(20), unique=True)
+    native_language: Mapped[str | None] = mapped_column(String(40))
+    target_language: Mapped[str | None] = mapped_column(String(40))
+    level: Mapped[str | None] = mapped_column(String(2))
+    voice_replies: Mapped[bool] = mapped_column(Boolean, default=False)
+    interface_language: Mapped[str | None] = mapped_column(String(40))
+    summary: Mapped[str | None] = mapped_column(Text)
+    summary_upto_turn_id: Mapped[int | None] = mapped_column(BigId)
+
+    identities: Mapped[list[Identity]] = relationship(
+        back_populates="learner", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def onboarded(self) -> bool:
+        return bool(self.target_language and self.level)
+
+
+class Identity(Base):
+    """How a channel names a learner (WhatsApp wa_id or BSUID, Telegram chat id, LINE userId)."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("channel", "channel_user_id", name="uq_identity"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(20))
+    channel_user_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+    learner: Mapped[Learner] = relationship(back_populates="identities")
+
+
+class Turn(Base):
+    """One line of the conversation log, inbound or outbound, with its timings."""
+
+    __tablename__ = "turns"
+    __table_args__ = (Index("ix_turns_learner_id_id", "learner_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"))
+    inbox_item_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
+    modality: Mapped[str] = mapped_column(String(12))  # text | image | voice | call | command
+    channel: Mapped[str | None] = mapped_column(String(20))
+    text: Mapped[str | None] = mapped_column(Text)
+    transcript: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    status: Mapped[str | None] = mapped_column(String(20))  # sent | delivered | read | failed
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # size, dimensions, hash only
+
+
+class VocabularyItem(Base):
+    __tablename__ = "vocabulary"
+    __table_args__ = (UniqueConstraint("learner_id", "language", "term", name="uq_vocabulary"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    language: Mapped[str] = mapped_column(String(40))
+    term: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str | None] = mapped_column(Text)
+    example: Mapped[str | None] = mapped_column(Text)
+    times_seen: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
+
+
+class Usage(Base):
+    """What a learner cost: tokens and audio seconds per model call."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    kind: Mapped[str] = mapped_column(String(20))  # chat | vision | stt | tts | realtime
+    model: Mapped[str] = mapped_column(String(80))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class InboxItem(Base):
+    """A durably stored inbound event. ``dedupe_key`` makes a redelivery a no-op;
+    ``order_key`` (channel + user) keeps one learner's events in arrival order."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        Index("ix_inbox_order", "order_key", "id"),
+        Index("ix_inbox_status_available", "status", "available_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    order_key: Mapped[str] = mapped_column(String(250))
+    channel: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    available_at: Mapped[float] = mapped_column(Float, default=now)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    apology_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class OutboxPart(Base):
+    """One part of a reply to an inbox item. Written with the reply, marked sent on delivery,
+    so a reclaimed item resends only what was not delivered and never asks the model twice."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("inbox_item_id", "seq", name="uq_outbox_part"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inbox_item_id: Mapped[int] = mapped_column(
+        ForeignKey("inbox.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(12))  # text | voice
+    body: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[float | None] = mapped_column(Float)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class KeyValue(Base):
+    """Small service state, e.g. the signing key generated on first start."""
+
+    __tablename__ = "kv"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

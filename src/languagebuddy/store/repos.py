@@ -1,0 +1,287 @@
+"""Repository functions: the only code that writes SQL about learners and their memory.
+
+Functions take an ``AsyncSession`` and leave committing to the caller, so a caller can make
+several writes atomic (a reply's turns and its outbox parts, for example).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from languagebuddy.store.models import (
+    Identity,
+    InboxItem,
+    Learner,
+    OutboxPart,
+    Turn,
+    Usage,
+    VocabularyItem,
+)
+
+
+async def find_learner(session: AsyncSession, channel: str, channel_user_id: str) -> Learner | None:
+    row = await session.execute(
+        select(Learner)
+        .join(Identity, Identity.learner_id == Learner.id)
+        .where(Identity.channel == channel, Identity.channel_user_id == channel_user_id)
+    )
+    return row.scalar_one_or_none()
+
+
+async def find_learner_by_phone(session: AsyncSession, phone_e164: str) -> Learner | None:
+    row = await session.execute(select(Learner).where(Learner.phone_e164 == phone_e164))
+    return row.scalar_one_or_none()
+
+
+async def find_or_create_learner(
+    session: AsyncSession,
+    channel: str,
+    channel_user_id: str,
+    *,
+    phone_e164: str | None = None,
+    display_name: str | None = None,
+    language_hint: str | None = None,
+) -> tuple[Learner, bool]:
+    """The learner behind a channel identity, created on first contact. A known phone number
+    links the new identity to the existing learner (one learner, one memory)."""
+    learner = await find_learner(session, channel, channel_user_id)
+    if learner is not None:
+        if display_name and not learner.display_name:
+            learner.display_name = display_name
+        return learner, False
+    created = False
+    if phone_e164:
+        learner = await find_learner_by_phone(session, phone_e164)
+    if learner is None:
+        learner = Learner(
+            display_name=display_name,
+            phone_e164=phone_e164,
+            interface_language=language_hint,
+        )
+        session.add(learner)
+        created = True
+    try:
+        async with session.begin_nested():
+            await session.flush()
+            session.add(
+                Identity(learner_id=learner.id, channel=channel, channel_user_id=channel_user_id)
+            )
+            await session.flush()
+    except IntegrityError:
+        # Another worker created the same identity first: use theirs.
+        existing = await find_learner(session, channel, channel_user_id)
+        if existing is None:
+            raise
+        return existing, False
+    return learner, created
+
+
+async def get_learner(session: AsyncSession, learner_id: int) -> Learner | None:
+    return await session.get(Learner, learner_id)
+
+
+async def update_learner(session: AsyncSession, learner_id: int, **fields: Any) -> None:
+    allowed = {
+        "display_name",
+        "native_language",
+        "target_language",
+        "level",
+        "voice_replies",
+        "interface_language",
+        "summary",
+        "summary_upto_turn_id",
+        "phone_e164",
+    }
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"not learner profile fields: {sorted(unknown)}")
+    await session.execute(
+        update(Learner).where(Learner.id == learner_id).values(**fields, updated_at=time.time())
+    )
+
+
+async def add_turn(session: AsyncSession, **fields: Any) -> Turn:
+    turn = Turn(**fields)
+    session.add(turn)
+    await session.flush()
+    return turn
+
+
+async def recent_turns(session: AsyncSession, learner_id: int, limit: int) -> list[Turn]:
+    """The last ``limit`` turns, oldest first."""
+    rows = await session.execute(
+        select(Turn).where(Turn.learner_id == learner_id).order_by(Turn.id.desc()).limit(limit)
+    )
+    return list(reversed(rows.scalars().all()))
+
+
+async def turns_between(
+    session: AsyncSession, learner_id: int, after_id: int | None, upto_id: int
+) -> list[Turn]:
+    """Turns with ``after_id < id <= upto_id``, oldest first (for the rolling summary)."""
+    stmt = select(Turn).where(Turn.learner_id == learner_id, Turn.id <= upto_id)
+    if after_id is not None:
+        stmt = stmt.where(Turn.id > after_id)
+    rows = await session.execute(stmt.order_by(Turn.id))
+    return list(rows.scalars().all())
+
+
+async def count_turns_after(session: AsyncSession, learner_id: int, after_id: int | None) -> int:
+    stmt = select(func.count()).select_from(Turn).where(Turn.learner_id == learner_id)
+    if after_id is not None:
+        stmt = stmt.where(Turn.id > after_id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def clear_memory(session: AsyncSession, learner_id: int) -> None:
+    """Forget the conversation (``/reset``) but keep the profile and vocabulary."""
+    await session.execute(delete(Turn).where(Turn.learner_id == learner_id))
+    await update_learner(session, learner_id, summary=None, summary_upto_turn_id=None)
+
+
+async def upsert_vocabulary(
+    session: AsyncSession,
+    learner_id: int,
+    language: str,
+    term: str,
+    meaning: str | None = None,
+    example: str | None = None,
+) -> VocabularyItem:
+    term = term.strip()[:200]
+    row = await session.execute(
+        select(VocabularyItem).where(
+            VocabularyItem.learner_id == learner_id,
+            VocabularyItem.language == language,
+            VocabularyItem.term == term,
+        )
+    )
+    item = row.scalar_one_or_none()
+    if item is None:
+        item = VocabularyItem(
+            learner_id=learner_id, language=language, term=term, meaning=meaning, example=example
+        )
+        session.add(item)
+    else:
+        item.times_seen += 1
+        item.meaning = meaning or item.meaning
+        item.example = example or item.example
+    await session.flush()
+    return item
+
+
+async def vocabulary(session: AsyncSession, learner_id: int, limit: int = 50) -> list[VocabularyItem]:
+    rows = await session.execute(
+        select(VocabularyItem)
+        .where(VocabularyItem.learner_id == learner_id)
+        .order_by(VocabularyItem.updated_at.desc())
+        .limit(limit)
+    )
+    return list(rows.scalars().all())
+
+
+async def record_usage(
+    session: AsyncSession,
+    learner_id: int | None,
+    kind: str,
+    model: str,
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    audio_seconds: float = 0.0,
+) -> None:
+    session.add(
+        Usage(
+            learner_id=learner_id,
+            kind=kind,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            audio_seconds=audio_seconds,
+        )
+    )
+
+
+async def set_turn_status(
+    session: AsyncSession, provider_message_id: str, status: str, error_code: str | None
+) -> int:
+    """Apply a delivery receipt to the outbound turn with that provider id; returns rows hit.
+
+    Receipts can arrive out of order (read before delivered): a later state never goes back.
+    """
+    rank = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
+    rows = await session.execute(select(Turn).where(Turn.provider_message_id == provider_message_id))
+    hit = 0
+    for turn in rows.scalars():
+        if rank.get(status, 0) >= rank.get(turn.status or "", 0):
+            turn.status = status
+            turn.error_code = error_code
+        hit += 1
+    return hit
+
+
+async def outbox_parts(session: AsyncSession, inbox_item_id: int) -> list[OutboxPart]:
+    rows = await session.execute(
+        select(OutboxPart).where(OutboxPart.inbox_item_id == inbox_item_id).order_by(OutboxPart.seq)
+    )
+    return list(rows.scalars().all())
+
+
+async def export_learner(session: AsyncSession, learner_id: int) -> dict[str, Any] | None:
+    """Everything stored about a learner, as plain JSON-able data."""
+    learner = await session.get(Learner, learner_id)
+    if learner is None:
+        return None
+
+    def plain(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {
+            c.key: getattr(obj, c.key)
+            for c in obj.__table__.columns
+            if c.key not in skip
+        }
+
+    identities = await session.execute(select(Identity).where(Identity.learner_id == learner_id))
+    turns = await session.execute(
+        select(Turn).where(Turn.learner_id == learner_id).order_by(Turn.id)
+    )
+    vocab = await session.execute(
+        select(VocabularyItem).where(VocabularyItem.learner_id == learner_id)
+    )
+    usage = await session.execute(select(Usage).where(Usage.learner_id == learner_id))
+    return {
+        "learner": plain(learner),
+        "identities": [plain(i) for i in identities.scalars()],
+        "turns": [plain(t) for t in turns.scalars()],
+        "vocabulary": [plain(v) for v in vocab.scalars()],
+        "usage": [plain(u) for u in usage.scalars()],
+    }
+
+
+async def delete_learner(session: AsyncSession, learner_id: int) -> bool:
+    """Erase a learner everywhere: profile, identities, turns, vocabulary, usage, and the
+    payloads of their inbox items (which may hold message text)."""
+    learner = await session.get(Learner, learner_id)
+    if learner is None:
+        return False
+    identities = await session.execute(
+        select(Identity.channel, Identity.channel_user_id).where(Identity.learner_id == learner_id)
+    )
+    order_keys = [f"{channel}:{user}" for channel, user in identities.all()]
+    for model in (Turn, VocabularyItem, Usage, Identity):
+        await session.execute(delete(model).where(model.learner_id == learner_id))
+    if order_keys:
+        await session.execute(
+            update(InboxItem)
+            .where(InboxItem.order_key.in_(order_keys), InboxItem.status.in_(("done", "dead")))
+            .values(payload={"erased": True})
+        )
+        done_ids = select(InboxItem.id).where(
+            InboxItem.order_key.in_(order_keys), InboxItem.status.in_(("done", "dead"))
+        )
+        await session.execute(delete(OutboxPart).where(OutboxPart.inbox_item_id.in_(done_ids)))
+    await session.execute(delete(Learner).where(Learner.id == learner_id))
+    return True
