@@ -1,0 +1,42 @@
+"""Prometheus metrics, one registry for the process. Names are stable: dashboards use them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+WEBHOOKS = Counter(
+    "lb_webhooks_total",
+    "Webhook requests by channel and outcome (accepted, duplicate, rejected, invalid)",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+EVENTS_PROCESSED = Counter(
+    "lb_events_processed_total",
+    "Inbox events finished, by channel, kind and result (done, retry, dead)",
+    ["channel", "kind", "result"],
+    registry=REGISTRY,
+)
+INBOX_DEPTH = Gauge(
+    "lb_inbox_depth", "Inbox items by status", ["status"], registry=REGISTRY
+)
+STAGE_SECONDS = Histogram(
+    "lb_stage_seconds",
+    "Latency of each pipeline stage (claim, learner, media, tutor, render, send, total)",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+MODEL_CALLS = Counter(
+    "lb_model_calls_total",
+    "Calls to the model provider by kind (chat, vision, stt, tts) and outcome",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+PLATFORM_CALLS = Counter(
+    "lb_platform_calls_total",
+    "Outbound platform API calls by channel, method and outcome",
+    ["channel", "method", "outcome"],
+    registry=REGISTRY,
+)
