@@ -62,9 +62,9 @@ class Settings(BaseSettings):
     whatsapp_verify_token: Annotated[
         str | None, Field(validation_alias=_env("WHATSAPP_VERIFY_TOKEN"))
     ] = None
-    whatsapp_api_base_url: Annotated[
-        str, Field(validation_alias=_env("WHATSAPP_API_BASE_URL"))
-    ] = "https://graph.facebook.com/v23.0"
+    whatsapp_api_base_url: Annotated[str, Field(validation_alias=_env("WHATSAPP_API_BASE_URL"))] = (
+        "https://graph.facebook.com/v23.0"
+    )
 
     telegram_bot_token: Annotated[
         str | None, Field(validation_alias=_env("TELEGRAM_BOT_TOKEN"))
@@ -72,9 +72,9 @@ class Settings(BaseSettings):
     telegram_webhook_secret: Annotated[
         str | None, Field(validation_alias=_env("TELEGRAM_WEBHOOK_SECRET"))
     ] = None
-    telegram_api_base_url: Annotated[
-        str, Field(validation_alias=_env("TELEGRAM_API_BASE_URL"))
-    ] = "https://api.telegram.org"
+    telegram_api_base_url: Annotated[str, Field(validation_alias=_env("TELEGRAM_API_BASE_URL"))] = (
+        "https://api.telegram.org"
+    )
 
     line_channel_access_token: Annotated[
         str | None, Field(validation_alias=_env("LINE_CHANNEL_ACCESS_TOKEN"))
@@ -90,12 +90,12 @@ class Settings(BaseSettings):
     ] = "https://api-data.line.me"
 
     telnyx_api_key: Annotated[str | None, Field(validation_alias=_env("TELNYX_API_KEY"))] = None
-    telnyx_public_key: Annotated[
-        str | None, Field(validation_alias=_env("TELNYX_PUBLIC_KEY"))
-    ] = None
-    telnyx_api_base_url: Annotated[
-        str, Field(validation_alias=_env("TELNYX_API_BASE_URL"))
-    ] = "https://api.telnyx.com/v2"
+    telnyx_public_key: Annotated[str | None, Field(validation_alias=_env("TELNYX_PUBLIC_KEY"))] = (
+        None
+    )
+    telnyx_api_base_url: Annotated[str, Field(validation_alias=_env("TELNYX_API_BASE_URL"))] = (
+        "https://api.telnyx.com/v2"
+    )
 
     vonage_application_id: Annotated[
         str | None, Field(validation_alias=_env("VONAGE_APPLICATION_ID"))
@@ -106,9 +106,9 @@ class Settings(BaseSettings):
     vonage_signature_secret: Annotated[
         str | None, Field(validation_alias=_env("VONAGE_SIGNATURE_SECRET"))
     ] = None
-    vonage_api_base_url: Annotated[
-        str, Field(validation_alias=_env("VONAGE_API_BASE_URL"))
-    ] = "https://api.nexmo.com"
+    vonage_api_base_url: Annotated[str, Field(validation_alias=_env("VONAGE_API_BASE_URL"))] = (
+        "https://api.nexmo.com"
+    )
 
     # Tunables of our own (not part of the contract's fixed names, all optional).
     log_level: Annotated[str, Field(validation_alias=_env("LB_LOG_LEVEL"))] = "info"
@@ -118,9 +118,7 @@ class Settings(BaseSettings):
     lease_seconds: Annotated[
         float, Field(gt=0, le=3600, validation_alias=_env("LB_LEASE_SECONDS"))
     ] = 60.0
-    max_attempts: Annotated[int, Field(ge=1, le=100, validation_alias=_env("LB_MAX_ATTEMPTS"))] = (
-        8
-    )
+    max_attempts: Annotated[int, Field(ge=1, le=100, validation_alias=_env("LB_MAX_ATTEMPTS"))] = 8
     retry_base_seconds: Annotated[
         float, Field(gt=0, le=3600, validation_alias=_env("LB_RETRY_BASE_SECONDS"))
     ] = 2.0
@@ -130,9 +128,7 @@ class Settings(BaseSettings):
     openai_max_retries: Annotated[
         int, Field(ge=0, le=10, validation_alias=_env("LB_OPENAI_MAX_RETRIES"))
     ] = 3
-    memory_turns: Annotated[int, Field(ge=2, le=200, validation_alias=_env("LB_MEMORY_TURNS"))] = (
-        16
-    )
+    memory_turns: Annotated[int, Field(ge=2, le=200, validation_alias=_env("LB_MEMORY_TURNS"))] = 16
     image_max_side: Annotated[
         int, Field(ge=256, le=8192, validation_alias=_env("LB_IMAGE_MAX_SIDE"))
     ] = 2048
@@ -141,9 +137,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
-            )
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
     @field_validator("public_base_url")

@@ -18,9 +18,7 @@ EVENTS_PROCESSED = Counter(
     ["channel", "kind", "result"],
     registry=REGISTRY,
 )
-INBOX_DEPTH = Gauge(
-    "lb_inbox_depth", "Inbox items by status", ["status"], registry=REGISTRY
-)
+INBOX_DEPTH = Gauge("lb_inbox_depth", "Inbox items by status", ["status"], registry=REGISTRY)
 STAGE_SECONDS = Histogram(
     "lb_stage_seconds",
     "Latency of each pipeline stage (claim, learner, media, tutor, render, send, total)",

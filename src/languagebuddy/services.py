@@ -22,6 +22,7 @@ class Services:
     inbox: Inbox
     openai: AsyncOpenAI
     channels: dict[str, Channel] = field(default_factory=dict)
+    signing_key: str = ""
 
     async def aclose(self) -> None:
         for channel in self.channels.values():

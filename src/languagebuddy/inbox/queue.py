@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -44,6 +45,7 @@ WHERE id = (
     SELECT i.id FROM inbox AS i
     WHERE ((i.status = 'pending' AND i.available_at <= :now)
            OR (i.status = 'processing' AND i.lease_until < :now))
+      AND i.channel IN :channels
       AND NOT EXISTS (
           SELECT 1 FROM inbox AS j
           WHERE j.order_key = i.order_key AND j.id < i.id
@@ -65,7 +67,14 @@ class Inbox:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._postgres = engine.dialect.name == "postgresql"
         lock = "FOR UPDATE SKIP LOCKED" if self._postgres else ""
-        self._claim_sql = text(_CLAIM_SQL.format(lock=lock))
+        self._claim_sql = text(_CLAIM_SQL.format(lock=lock)).bindparams(
+            bindparam("channels", expanding=True)
+        )
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_put(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after new events are stored, so in-process workers wake at once."""
+        self._listeners.append(listener)
 
     async def put(self, event: InboundEvent) -> bool:
         """Store the event unless its dedupe key is known. True when it was new."""
@@ -101,18 +110,28 @@ class Inbox:
                 )
                 if (await conn.execute(stmt)).first() is not None:
                     new += 1
+        if new:
+            for listener in self._listeners:
+                listener()
         return new
 
-    async def claim(self, owner: str, lease_seconds: float) -> Claimed | None:
-        """Take the next due item under a lease, or None when nothing is claimable."""
+    async def claim(
+        self, owner: str, lease_seconds: float, channels: Collection[str]
+    ) -> Claimed | None:
+        """Take the next due item of one of ``channels`` under a lease, or None.
+
+        A worker claims only the channels it can answer on (the terminal chat never takes a
+        WhatsApp message, and the reverse).
+        """
         now = time.time()
+        params = {
+            "owner": owner,
+            "now": now,
+            "lease_until": now + lease_seconds,
+            "channels": list(channels),
+        }
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    self._claim_sql,
-                    {"owner": owner, "now": now, "lease_until": now + lease_seconds},
-                )
-            ).first()
+            row = (await conn.execute(self._claim_sql, params)).first()
         if row is None:
             return None
         payload = row.payload if isinstance(row.payload, dict) else _json_loads(row.payload)

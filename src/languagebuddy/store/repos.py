@@ -174,7 +174,9 @@ async def upsert_vocabulary(
     return item
 
 
-async def vocabulary(session: AsyncSession, learner_id: int, limit: int = 50) -> list[VocabularyItem]:
+async def vocabulary(
+    session: AsyncSession, learner_id: int, limit: int = 50
+) -> list[VocabularyItem]:
     rows = await session.execute(
         select(VocabularyItem)
         .where(VocabularyItem.learner_id == learner_id)
@@ -214,7 +216,9 @@ async def set_turn_status(
     Receipts can arrive out of order (read before delivered): a later state never goes back.
     """
     rank = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
-    rows = await session.execute(select(Turn).where(Turn.provider_message_id == provider_message_id))
+    rows = await session.execute(
+        select(Turn).where(Turn.provider_message_id == provider_message_id)
+    )
     hit = 0
     for turn in rows.scalars():
         if rank.get(status, 0) >= rank.get(turn.status or "", 0):
@@ -238,11 +242,7 @@ async def export_learner(session: AsyncSession, learner_id: int) -> dict[str, An
         return None
 
     def plain(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-        return {
-            c.key: getattr(obj, c.key)
-            for c in obj.__table__.columns
-            if c.key not in skip
-        }
+        return {c.key: getattr(obj, c.key) for c in obj.__table__.columns if c.key not in skip}
 
     identities = await session.execute(select(Identity).where(Identity.learner_id == learner_id))
     turns = await session.execute(

@@ -1,0 +1,53 @@
+"""The terminal as a channel: `languagebuddy chat` goes through the same inbox, worker and tutor
+as every platform; only delivery differs (printing instead of an API call)."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from languagebuddy.channels.base import BadPayload, DeliveryError
+from languagebuddy.events import InboundEvent, Media, OutboundPart
+
+
+class ConsoleChannel:
+    name = "console"
+    max_text_length = 20_000
+
+    def __init__(self, write: Callable[[str], None] = print) -> None:
+        self._write = write
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        raise BadPayload("the console channel has no webhook")
+
+    def parse(self, body: bytes) -> list[InboundEvent]:
+        raise BadPayload("the console channel has no webhook")
+
+    async def typing(self, event: InboundEvent) -> None:
+        return None
+
+    async def download(self, event: InboundEvent) -> Media:
+        """The learner's own file, named on the command line, read into memory."""
+        path = Path(event.media_id or "")
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            reason = f"cannot read {path.name}: {exc.strerror}"
+            raise DeliveryError(reason, retryable=False) from exc
+        return Media(data=data, mime_type=mimetypes.guess_type(path.name)[0], filename=path.name)
+
+    async def send(
+        self, event: InboundEvent, parts: list[OutboundPart], *, idempotency_key: str
+    ) -> list[str]:
+        ids = []
+        for part in parts:
+            if part.text:
+                self._write(part.text)
+            ids.append(f"console-{uuid.uuid4().hex[:12]}")
+        return ids
+
+    async def aclose(self) -> None:
+        return None

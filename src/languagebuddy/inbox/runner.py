@@ -1,0 +1,29 @@
+"""Wires the worker to the message pipeline for a set of services (serve and `worker`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from languagebuddy.inbox.worker import Worker, WorkerOptions
+
+
+def build_worker(services: Any, channels: list[str] | None = None) -> Worker:
+    from languagebuddy.pipeline import MessagePipeline
+    from languagebuddy.tutor.agent import Tutor
+
+    settings = services.settings
+    tutor = Tutor(settings, services.sessions, services.openai)
+    pipeline = MessagePipeline(services, tutor, services.inbox)
+    options = WorkerOptions(
+        concurrency=settings.worker_concurrency,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+    )
+    served = channels if channels is not None else sorted(services.channels)
+    return Worker(services.inbox, pipeline, served, options)
+
+
+async def run_worker(services: Any, stop: asyncio.Event) -> None:
+    await build_worker(services).run(stop)

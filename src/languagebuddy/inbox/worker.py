@@ -1,0 +1,174 @@
+"""The worker loop: claim, handle under a renewed lease, then done / retry / dead letter.
+
+It knows nothing about channels or the tutor: it runs a handler and classifies what the handler
+raised. ``DeliveryError`` and ``ModelUnavailable`` carry their own retryability; anything else is
+treated as transient (a bug then ends in the dead letter after ``max_attempts`` with its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from contextlib import suppress
+from dataclasses import dataclass
+
+from languagebuddy.channels.base import DeliveryError
+from languagebuddy.inbox.queue import DEAD, Claimed, Inbox
+from languagebuddy.logs import get_logger
+from languagebuddy.metrics import EVENTS_PROCESSED, STAGE_SECONDS
+from languagebuddy.tutor.api import ModelUnavailable
+
+log = get_logger(__name__)
+
+Handler = Callable[[Claimed], Awaitable[None]]
+
+
+class PermanentFailure(Exception):
+    """The event can never succeed (e.g. its channel is not configured): dead-letter it now."""
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int = 8
+    lease_seconds: float = 60.0
+    max_attempts: int = 8
+    retry_base_seconds: float = 2.0
+    idle_poll_seconds: float = 1.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def classify(exc: BaseException) -> tuple[bool, float | None, str]:
+    """(retryable, retry_after, reason) for what a handler raised."""
+    if isinstance(exc, DeliveryError):
+        code = f" [{exc.code}]" if exc.code else ""
+        return exc.retryable, exc.retry_after, f"delivery{code}: {exc}"
+    if isinstance(exc, ModelUnavailable):
+        return True, exc.retry_after, f"model unavailable: {exc}"
+    if isinstance(exc, PermanentFailure):
+        return False, None, f"permanent: {exc}"
+    return True, None, f"{type(exc).__name__}: {exc}"
+
+
+class Worker:
+    """Runs ``concurrency`` claim-handle loops until ``stop`` is set."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        handler: Handler,
+        channels: Collection[str],
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.handler = handler
+        self.channels = list(channels)
+        self.options = options or WorkerOptions()
+        self.owner = worker_id()
+        self._wake = asyncio.Event()
+        inbox.on_put(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.channels:
+            log.warning("worker has no channel to serve; idle")
+            await stop.wait()
+            return
+        slots = [
+            asyncio.create_task(self._slot(stop, n), name=f"inbox-slot-{n}")
+            for n in range(self.options.concurrency)
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in slots:
+                task.cancel()
+            for task in slots:
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    async def run_until_idle(self) -> int:
+        """Handle claimable items one after another until none is left; returns how many."""
+        handled = 0
+        while await self.run_once():
+            handled += 1
+        return handled
+
+    async def run_once(self) -> bool:
+        """Claim and handle one item; False when nothing was claimable."""
+        item = await self.inbox.claim(self.owner, self.options.lease_seconds, self.channels)
+        if item is None:
+            return False
+        await self._handle(item)
+        return True
+
+    async def _slot(self, stop: asyncio.Event, n: int) -> None:
+        idle = 0.05
+        while not stop.is_set():
+            try:
+                found = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox claim failed", slot=n)
+                found = False
+            if found:
+                idle = 0.05
+                continue
+            self._wake.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=idle)
+            idle = min(idle * 2, self.options.idle_poll_seconds)
+
+    async def _handle(self, item: Claimed) -> None:
+        started = time.perf_counter()
+        renew = asyncio.create_task(self._keep_lease(item))
+        channel, kind = item.event.channel, item.event.kind.value
+        try:
+            await self.handler(item)
+        except Exception as exc:
+            renew.cancel()
+            retryable, retry_after, reason = classify(exc)
+            status = await self.inbox.fail(
+                item,
+                reason,
+                retryable=retryable,
+                max_attempts=self.options.max_attempts,
+                base_delay=self.options.retry_base_seconds,
+                retry_after=retry_after,
+            )
+            result = "dead" if status == DEAD else "retry"
+            EVENTS_PROCESSED.labels(channel, kind, result).inc()
+            log_event = log.error if status == DEAD else log.warning
+            log_event(
+                "event failed",
+                item=item.id,
+                channel=channel,
+                attempt=item.attempts,
+                result=result,
+                reason=reason[:300],
+                exc_info=not isinstance(exc, DeliveryError | ModelUnavailable | PermanentFailure),
+            )
+            return
+        finally:
+            renew.cancel()
+            with suppress(asyncio.CancelledError):
+                await renew
+        if not await self.inbox.done(item):
+            log.warning("lease lost before done", item=item.id)
+        EVENTS_PROCESSED.labels(channel, kind, "done").inc()
+        STAGE_SECONDS.labels("total").observe(time.perf_counter() - started)
+
+    async def _keep_lease(self, item: Claimed) -> None:
+        """Renew the lease at a third of its length so a slow model never loses the item."""
+        period = self.options.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            if not await self.inbox.extend(item, self.options.lease_seconds):
+                log.warning("lease lost while handling", item=item.id)
+                return
