@@ -1,0 +1,182 @@
+"""The durable inbox on real SQLite and PostgreSQL: dedupe, leases, ordering, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from languagebuddy.channels.base import DeliveryError
+from languagebuddy.events import InboundEvent, Kind
+from languagebuddy.inbox.queue import DEAD, DONE, PENDING, Claimed, Inbox
+from languagebuddy.inbox.worker import Worker, WorkerOptions
+from languagebuddy.store.models import InboxItem
+
+CHANNELS = ["telegram"]
+
+
+def event(n: int, user: str = "u1", channel: str = "telegram") -> InboundEvent:
+    return InboundEvent(
+        channel=channel, event_id=str(n), user_id=user, kind=Kind.TEXT, text=f"m{n}"
+    )
+
+
+async def rows(engine: AsyncEngine) -> list[InboxItem]:
+    inbox = Inbox(engine)
+    async with inbox.sessions() as session:
+        return list((await session.execute(select(InboxItem).order_by(InboxItem.id))).scalars())
+
+
+async def test_put_deduplicates_sequential_and_concurrent(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    assert await inbox.put(event(1)) is True
+    assert await inbox.put(event(1)) is False
+    results = await asyncio.gather(*(inbox.put(event(2)) for _ in range(10)))
+    assert results.count(True) == 1
+    assert [r.dedupe_key for r in await rows(engine)] == ["telegram:1", "telegram:2"]
+
+
+async def test_put_many_stores_a_whole_body_and_counts_new(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    assert await inbox.put_many([event(1), event(2), event(3)]) == 3
+    assert await inbox.put_many([event(2), event(3), event(4)]) == 1
+    assert len(await rows(engine)) == 4
+
+
+async def test_claim_respects_channels_and_done(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1, channel="line"))
+    assert await inbox.claim("w1", 30, ["telegram"]) is None
+    item = await inbox.claim("w1", 30, ["line"])
+    assert item is not None and item.event.text == "m1" and item.attempts == 1
+    assert await inbox.claim("w2", 30, ["line"]) is None  # leased
+    assert await inbox.done(item) is True
+    assert (await rows(engine))[0].status == DONE
+
+
+async def test_one_learner_in_order_never_two_at_once(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1, user="a"))
+    await inbox.put(event(2, user="a"))
+    await inbox.put(event(3, user="b"))
+    first = await inbox.claim("w1", 30, CHANNELS)
+    second = await inbox.claim("w2", 30, CHANNELS)
+    assert first is not None and second is not None
+    assert (first.event.event_id, second.event.event_id) == ("1", "3")
+    assert await inbox.claim("w3", 30, CHANNELS) is None  # a's second waits for a's first
+    await inbox.done(first)
+    third = await inbox.claim("w3", 30, CHANNELS)
+    assert third is not None and third.event.event_id == "2"
+
+
+async def test_expired_lease_is_reclaimed_and_old_owner_loses_it(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1))
+    dead_worker = await inbox.claim("dead", 0.2, CHANNELS)
+    assert dead_worker is not None
+    assert await inbox.claim("alive", 30, CHANNELS) is None
+    await asyncio.sleep(0.3)
+    taken = await inbox.claim("alive", 30, CHANNELS)
+    assert taken is not None and taken.id == dead_worker.id and taken.attempts == 2
+    assert await inbox.done(dead_worker) is False  # the late worker cannot finish it
+    assert await inbox.done(taken) is True
+
+
+async def test_retry_backoff_then_dead_letter_with_reason(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1))
+    item = await inbox.claim("w", 30, CHANNELS)
+    assert item is not None
+    status = await inbox.fail(item, "boom", retryable=True, max_attempts=2, base_delay=0.2)
+    assert status == PENDING
+    assert await inbox.claim("w", 30, CHANNELS) is None  # backing off
+    await asyncio.sleep(0.35)
+    again = await inbox.claim("w", 30, CHANNELS)
+    assert again is not None and again.attempts == 2
+    status = await inbox.fail(again, "boom twice", retryable=True, max_attempts=2, base_delay=0.2)
+    assert status == DEAD
+    stored = (await rows(engine))[0]
+    assert stored.status == DEAD and stored.last_error == "boom twice"
+
+
+async def test_permanent_failure_is_dead_at_once_and_unblocks_the_learner(
+    engine: AsyncEngine,
+) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1))
+    await inbox.put(event(2))
+    item = await inbox.claim("w", 30, CHANNELS)
+    assert item is not None
+    status = await inbox.fail(item, "blocked", retryable=False, max_attempts=8, base_delay=1)
+    assert status == DEAD
+    nxt = await inbox.claim("w", 30, CHANNELS)
+    assert nxt is not None and nxt.event.event_id == "2"
+
+
+async def test_retry_after_is_honoured(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1))
+    item = await inbox.claim("w", 30, CHANNELS)
+    assert item is not None
+    before = time.time()
+    await inbox.fail(
+        item, "429", retryable=True, max_attempts=5, base_delay=0.01, retry_after=30
+    )
+    assert (await rows(engine))[0].available_at >= before + 29
+
+
+async def test_workers_keep_per_learner_order_under_concurrency(engine: AsyncEngine) -> None:
+    """Eight concurrent slots, five learners, random handling times: each learner's events are
+    handled in arrival order and never two of one learner at the same time."""
+    inbox = Inbox(engine)
+    learners = [f"learner{n}" for n in range(5)]
+    expected: dict[str, list[str]] = {name: [] for name in learners}
+    counter = 0
+    for _ in range(8):
+        for name in learners:
+            counter += 1
+            await inbox.put(event(counter, user=name))
+            expected[name].append(str(counter))
+    seen: dict[str, list[str]] = {name: [] for name in learners}
+    active: set[str] = set()
+    overlaps: list[str] = []
+
+    async def handler(item: Claimed) -> None:
+        user = item.event.user_id
+        if user in active:
+            overlaps.append(user)
+        active.add(user)
+        await asyncio.sleep(random.uniform(0, 0.01))
+        seen[user].append(item.event.event_id)
+        active.discard(user)
+
+    worker = Worker(inbox, handler, CHANNELS, WorkerOptions(concurrency=8, lease_seconds=30))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    deadline = time.time() + 30
+    while sum(map(len, seen.values())) < counter and time.time() < deadline:
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    assert overlaps == []
+    assert seen == expected
+
+
+async def test_worker_classifies_failures(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1, user="a"))
+    await inbox.put(event(2, user="b"))
+
+    async def handler(item: Claimed) -> None:
+        if item.event.user_id == "a":
+            raise DeliveryError("bot was blocked by the user", retryable=False, code="403")
+        raise DeliveryError("Too Many Requests", retryable=True, code="429", retry_after=60)
+
+    worker = Worker(inbox, handler, CHANNELS, WorkerOptions(concurrency=1))
+    assert await worker.run_until_idle() == 2
+    a, b = await rows(engine)
+    assert a.status == DEAD and "403" in (a.last_error or "")
+    assert b.status == PENDING and b.available_at > time.time() + 50
