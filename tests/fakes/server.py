@@ -77,7 +77,8 @@ class _Recorder:
 class FakeServer:
     """Serve an ASGI app on 127.0.0.1:<free port> until ``stop()``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+        self._lifespan = lifespan
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self._app = _Recorder(app, self.requests, self._lock)
@@ -99,7 +100,11 @@ class FakeServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app, log_level="warning", lifespan="off", access_log=False, ws_ping_interval=None
+            self._app,
+            log_level="warning",
+            lifespan=self._lifespan,
+            access_log=False,
+            ws_ping_interval=None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -108,9 +113,10 @@ class FakeServer:
             daemon=True,
         )
         self._thread.start()
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while not self._server.started:
             if time.time() > deadline or not self._thread.is_alive():
+                self.stop()
                 raise RuntimeError("fake server did not start")
             time.sleep(0.01)
         return self
