@@ -79,7 +79,7 @@ class MessagePipeline:
         """Ask the tutor and store the exchange with its outbox parts, atomically."""
         event = item.event
         clock = StageClock()
-        typing = asyncio.create_task(channel.typing(event))
+        typing = asyncio.create_task(_keep_typing(channel, event))
         with clock.stage("learner"):
             learner_id = await self._learner_id(event)
         try:
@@ -223,6 +223,17 @@ class MessagePipeline:
             return
         async with self.sessions.begin() as session:
             await repos.set_turn_status(session, event.message_id, event.status, event.status_error)
+
+
+async def _keep_typing(channel: Channel, event: InboundEvent) -> None:
+    """Show the typing indicator until cancelled; re-sent where the platform's indicator
+    expires sooner than a slow answer (``typing_interval`` seconds, e.g. Telegram's 5 s)."""
+    interval: float | None = getattr(channel, "typing_interval", None)
+    while True:
+        await channel.typing(event)
+        if not interval:
+            return
+        await asyncio.sleep(interval)
 
 
 async def _outbound_turn(session: Any, inbox_item_id: int) -> Turn | None:
