@@ -7,5 +7,18 @@ from languagebuddy.config import Settings
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
+    """One instance per configured platform, keyed by its name (the inbox's ``channel``)."""
     channels: dict[str, Channel] = {}
+    if settings.whatsapp_enabled:
+        from languagebuddy.channels.whatsapp import WhatsAppChannel
+
+        channels["whatsapp"] = WhatsAppChannel(settings)
+    if settings.telegram_enabled:
+        from languagebuddy.channels.telegram import TelegramChannel
+
+        channels["telegram"] = TelegramChannel(settings)
+    if settings.line_enabled:
+        from languagebuddy.channels.line import LineChannel
+
+        channels["line"] = LineChannel(settings)
     return channels

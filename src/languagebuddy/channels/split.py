@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import re
 
-# Where a cut may go, best first. Each pattern matches the whitespace (or the empty string
-# right after CJK punctuation) at which the text is cut.
-_BOUNDARIES: tuple[re.Pattern[str], ...] = (
-    re.compile(r"\n[ \t]*\n\s*"),  # paragraph
-    re.compile(r"\n\s*"),  # line
-    re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+"),  # sentence end followed by space
-    re.compile(r"(?<=[。！？])"),  # CJK sentence end (no space follows)
-    re.compile(r"(?<=[,;:、，；：])\s*"),  # clause
-    re.compile(r"\s+"),  # any space
+# Where a cut may go, best first, each with the least fill of the window (share of the limit)
+# it must reach: a paragraph break a third of the way in beats a sentence end near the limit.
+# Each pattern matches the whitespace (or the empty string after CJK punctuation) dropped there.
+_BOUNDARIES: tuple[tuple[re.Pattern[str], float], ...] = (
+    (re.compile(r"\n[ \t]*\n\s*"), 0.3),  # paragraph
+    (re.compile(r"\n\s*"), 0.4),  # line
+    (re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)\]]))\s+"), 0.5),  # sentence end + space
+    (re.compile(r"(?<=[。！？])\s*"), 0.5),  # CJK sentence end (no space needed)
+    (re.compile(r"(?<=[,;:、，；：])\s*"), 0.6),  # clause
+    (re.compile(r"\s+"), 0.0),  # any space
 )
-# A boundary this early in the window would make a very short part; try a weaker one first.
-_MIN_FILL = 0.5
 
 
 def utf16_len(text: str) -> int:
@@ -29,8 +28,8 @@ def utf16_len(text: str) -> int:
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-def _window_end(text: str, limit: int) -> int:
-    """Index of the longest prefix of ``text`` that fits in ``limit`` UTF-16 units."""
+def _fit(text: str, limit: int) -> int:
+    """Index just past the longest prefix of ``text`` that fits in ``limit`` UTF-16 units."""
     units = 0
     for index, ch in enumerate(text):
         units += 2 if ord(ch) > 0xFFFF else 1
@@ -39,62 +38,46 @@ def _window_end(text: str, limit: int) -> int:
     return len(text)
 
 
-def _cut(window: str, *, whole: bool) -> tuple[int, int]:
-    """(end of this part, start of the rest) within ``window``.
+def _cut(text: str, fit: int) -> tuple[int, int]:
+    """(end of this part, start of the rest): the best boundary with a part end in (0, fit].
 
-    ``whole`` says the window is followed by more text, so a boundary may sit at its very end.
+    The search runs a little past ``fit`` so that a space right after the window counts.
     """
-    best_any: tuple[int, int] | None = None
-    for pattern in _BOUNDARIES:
+    window = text[: fit + 1]
+    fallback: tuple[int, int] | None = None
+    for pattern, min_fill in _BOUNDARIES:
         found: tuple[int, int] | None = None
         for match in pattern.finditer(window):
-            if match.start() > 0 or match.end() > 0:
-                if match.start() == 0:
-                    continue
+            if 0 < match.start() <= fit:
                 found = (match.start(), match.end())
         if found is None:
             continue
-        if found[0] >= len(window) * _MIN_FILL:
+        if found[0] >= fit * min_fill:
             return found
-        if best_any is None or found[0] > best_any[0]:
-            best_any = found
-    if best_any is not None:
-        return best_any
-    del whole
-    return len(window), len(window)
+        if fallback is None or found[0] > fallback[0]:
+            fallback = found
+    return fallback or (fit, fit)
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """Parts of at most ``limit`` UTF-16 units whose concatenation, with the whitespace at
-    each cut restored, is ``text``. Blank text gives no parts."""
+    """Parts of at most ``limit`` UTF-16 units; ``text`` is the parts joined by the whitespace
+    dropped at each cut. Blank text gives no parts."""
     if limit < 2:
         raise ValueError("limit must be at least 2")
     if not text.strip():
         return []
-    if utf16_len(text) <= limit:
-        return [text]
     parts: list[str] = []
     rest = text
-    while rest:
-        if utf16_len(rest) <= limit:
-            parts.append(rest)
-            break
-        end = _window_end(rest, limit)
-        # Look one character past the window so a space right after it counts as a boundary.
-        window = rest[: end + 1]
-        part_end, rest_start = _cut(window, whole=True)
-        part_end = min(part_end, end)
-        if part_end == 0:  # only whitespace before the first boundary: skip it
-            rest = rest[rest_start:] if rest_start else rest[end:]
-            continue
-        part = rest[:part_end]
-        rest_start = max(rest_start, part_end)
-        if part.strip():
-            parts.append(part)
-        rest = rest[rest_start:]
-        stripped = rest.lstrip()
-        rest = stripped if stripped else ""
-    return [p for p in parts if p.strip()]
+    while utf16_len(rest) > limit:
+        part_end, rest_start = _cut(rest, _fit(rest, limit))
+        # Whitespace matched by a boundary pattern may extend the cut; the rest starts after it
+        # and after any further whitespace, so no part starts with a space.
+        if rest[:part_end].strip():
+            parts.append(rest[:part_end])
+        rest = rest[rest_start:].lstrip()
+    if rest.strip():
+        parts.append(rest)
+    return parts
 
 
 def chunk(items: list[str], size: int) -> list[list[str]]:
