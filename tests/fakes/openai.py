@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+from openai import AsyncOpenAI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from tests.fakes.server import FakeServer, RecordedRequest
 
@@ -120,10 +122,18 @@ class FakeOpenAI:
         """What to pass as ``base_url`` / ``OPENAI_BASE_URL``."""
         return f"{self.server.base_url}/v1"
 
-    def client(self, **kwargs: Any):  # -> AsyncOpenAI
-        """An SDK client pointed at this fake (tests may also build their own)."""
-        from openai import AsyncOpenAI
+    def add_endpoint(self, path: str, endpoint: str, handler: Handler) -> None:
+        """Serve another REST path (e.g. ``/v1/audio/speech``) behind the same bearer check;
+        ``handler(request, json_body)`` may ``self._take(endpoint, body)`` its scripts."""
+        self.handlers[path] = (endpoint, handler)
 
+    def add_websocket(self, path: str, handler: Callable[[WebSocket], Awaitable[None]]) -> None:
+        """Serve a WebSocket (e.g. ``/v1/realtime``); the catch-all HTTP route never matches
+        WebSocket scopes, so order does not matter."""
+        self.app.router.routes.append(WebSocketRoute(path, handler))
+
+    def client(self, **kwargs: Any) -> AsyncOpenAI:
+        """An SDK client pointed at this fake (tests may also build their own)."""
         kwargs.setdefault("max_retries", 1)
         kwargs.setdefault("timeout", 10.0)
         return AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, **kwargs)

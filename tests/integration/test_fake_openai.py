@@ -131,3 +131,31 @@ async def test_when_predicate_routes_scripts(fake: FakeOpenAI) -> None:
     assert first.choices[0].message.content != "vision answer"
     assert second.choices[0].message.content == "vision answer"
     assert fake.pending() == 0
+
+
+async def test_extension_points_for_audio_and_realtime(fake: FakeOpenAI) -> None:
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+
+    async def speech(request, body):  # type: ignore[no-untyped-def]
+        return Response(b"\x00\x01" * 10, media_type="audio/pcm")
+
+    async def realtime(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"type": "session.created", "event_id": "event_1"})
+        await websocket.close()
+
+    fake.add_endpoint("/v1/audio/speech", "speech", speech)
+    fake.add_websocket("/v1/realtime", realtime)
+    try:
+        audio = await fake.client().audio.speech.create(
+            model="gpt-4o-mini-tts", voice="alloy", input="hola", response_format="pcm"
+        )
+        assert audio.content == b"\x00\x01" * 10
+        from websockets.asyncio.client import connect
+
+        async with connect(f"{fake.server.ws_url}/v1/realtime") as ws:
+            assert "session.created" in await ws.recv()
+    finally:
+        fake.handlers.pop("/v1/audio/speech")
+        fake.app.router.routes.pop()
