@@ -286,9 +286,9 @@ def _largest_photo(sizes: list[Any]) -> dict[str, Any] | None:
         width, height = size.get("width"), size.get("height")
         if isinstance(width, int) and isinstance(height, int):
             return width * height
-        return int(size.get("file_size") or 0)
+        return _int(size.get("file_size")) or 0
 
-    fitting = [s for s in candidates if int(s.get("file_size") or 0) <= BOT_FILE_LIMIT]
+    fitting = [s for s in candidates if (_int(s.get("file_size")) or 0) <= BOT_FILE_LIMIT]
     return max(fitting or candidates, key=area)
 
 
