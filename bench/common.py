@@ -1,0 +1,193 @@
+"""Helpers shared by the benchmarks in this folder: percentiles, a plain table, JSON results and
+a throw-away PostgreSQL database.
+
+Benchmarks are scripts (``.venv/bin/python bench/<name>.py``), so they import this module as
+``common`` from their own folder. Results are JSON so that runs can be compared over time:
+``bench/results/<name>-<UTC timestamp>.json`` plus ``<name>-latest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# The server the test suite uses (tests/conftest.py); the benchmark makes a database of its own
+# there so it never touches anyone's data.
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "LB_BENCH_POSTGRES_URL",
+    os.environ.get("LB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
+)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0..100) with linear interpolation between closest ranks, the
+    same definition as numpy's default, so numbers compare with other tools."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: the row key, its heading, a format spec such as ``,.0f`` and a minimum
+    width (so rows printed one at a time, as runs finish, line up under one header)."""
+
+    key: str
+    title: str
+    fmt: str = ""
+    width: int = 0
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A fixed-width text table: numbers right-aligned, everything else left-aligned."""
+
+    def cell(row: dict[str, Any], col: Column) -> str:
+        value = row.get(col.key)
+        if value is None:
+            return "-"
+        if isinstance(value, float) and math.isnan(value):
+            return "-"
+        return format(value, col.fmt) if col.fmt else str(value)
+
+    cells = [[cell(row, col) for col in columns] for row in rows]
+    widths = [
+        max([col.width, len(col.title), *(len(r[i]) for r in cells)])
+        for i, col in enumerate(columns)
+    ]
+    numeric = [
+        all(
+            isinstance(row.get(col.key), int | float)
+            for row in rows
+            if row.get(col.key) is not None
+        )
+        for col in columns
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line([c.title for c in columns]), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in cells)
+    return "\n".join(out)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> None:
+    print(format_table(rows, columns), flush=True)
+
+
+def environment() -> dict[str, Any]:
+    """What a result depends on besides the code: machine, versions, commit."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        # Other work on the machine skews every number here; keep it beside them.
+        "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    try:
+        import sqlalchemy
+
+        info["sqlalchemy"] = sqlalchemy.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def save_results(name: str, payload: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    """Write ``<name>-<timestamp>.json`` and refresh ``<name>-latest.json``; returns the first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    document = {
+        "benchmark": name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment(),
+        **payload,
+    }
+    text = json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"
+    path = directory / f"{name}-{stamp}.json"
+    path.write_text(text)
+    (directory / f"{name}-latest.json").write_text(text)
+    return path
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _admin(url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def scratch_postgres(admin_url: str = DEFAULT_POSTGRES_URL) -> AsyncIterator[str]:
+    """A new, empty database ``lb_bench_<random>`` on ``admin_url``'s server, dropped on exit
+    (also after a failure or Ctrl-C), so benchmarks never see or leave other rows."""
+    name = f"lb_bench_{uuid.uuid4().hex[:10]}"
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def postgres_reachable(admin_url: str = DEFAULT_POSTGRES_URL) -> str | None:
+    """None when the server answers, else why not (so a benchmark can skip it and say so)."""
+    try:
+        await _admin(admin_url, "SELECT 1")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+async def postgres_settings(url: str, names: Sequence[str]) -> dict[str, str]:
+    """Server settings that explain a result (``synchronous_commit``, ``fsync`` …)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])", list(names)
+        )
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    return {"server_version": version, **{r["name"]: r["setting"] for r in rows}}
