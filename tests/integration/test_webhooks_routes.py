@@ -309,3 +309,42 @@ def test_arbitrary_bodies_never_5xx(stack: Stack, channel: str, body: bytes, sig
         assert response.status_code in (401, 403)
     if response.status_code != 200:
         assert stack.count() == before
+
+
+def test_concurrent_redeliveries_store_once_on_postgres(postgres_url: str) -> None:
+    """The dedupe happens in the insert itself, so racing deliveries on PostgreSQL store one."""
+    from sqlalchemy import text
+
+    from languagebuddy.store.db import create_all, make_engine
+    from tests.conftest import _reset_postgres
+
+    async def prepare() -> None:
+        await _reset_postgres(postgres_url)
+        engine = make_engine(postgres_url)
+        await create_all(engine)
+        await engine.dispose()
+
+    async def rows() -> list[str]:
+        engine = make_engine(postgres_url)
+        async with engine.connect() as conn:
+            found = await conn.execute(text("SELECT dedupe_key FROM inbox"))
+            keys = [row[0] for row in found]
+        await engine.dispose()
+        return keys
+
+    asyncio.run(prepare())
+    with FakeTelegram() as tg:
+        config = load_settings(database_url=postgres_url, **tg.settings())
+        with running_service(config, run_worker=False) as service:
+            body = telegram_text_update("race", update_id=424242)
+
+            async def deliver() -> list[int]:
+                async with httpx.AsyncClient() as client:
+                    url = f"{service.base_url}/webhooks/telegram"
+                    sent = await asyncio.gather(
+                        *(client.post(url, content=body, headers=tg.headers()) for _ in range(8))
+                    )
+                    return [r.status_code for r in sent]
+
+            assert asyncio.run(deliver()) == [200] * 8
+    assert asyncio.run(rows()) == ["telegram:424242"]
