@@ -91,14 +91,13 @@ async def run_doctor(settings: Settings, echo: Callable[[str], None] = print) ->
     for probe in probes:
         result = await probe(settings)
         checks.extend(result if isinstance(result, list) else [result])
-    if not any(
-        (settings.whatsapp_enabled, settings.telegram_enabled, settings.line_enabled)
-    ):
+    if not any((settings.whatsapp_enabled, settings.telegram_enabled, settings.line_enabled)):
         checks.append(
             (
                 "channels",
                 False,
-                "no channel configured: set TELEGRAM_BOT_TOKEN, WHATSAPP_* or LINE_* (see .env.example)",
+                "no channel configured: set TELEGRAM_BOT_TOKEN, WHATSAPP_* or LINE_*"
+                " (see .env.example)",
             )
         )
     for name, ok, detail in checks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
@@ -122,9 +123,7 @@ async def test_retry_after_is_honoured(engine: AsyncEngine) -> None:
     item = await inbox.claim("w", 30, CHANNELS)
     assert item is not None
     before = time.time()
-    await inbox.fail(
-        item, "429", retryable=True, max_attempts=5, base_delay=0.01, retry_after=30
-    )
+    await inbox.fail(item, "429", retryable=True, max_attempts=5, base_delay=0.01, retry_after=30)
     assert (await rows(engine))[0].available_at >= before + 29
 
 
@@ -144,6 +143,8 @@ async def test_workers_keep_per_learner_order_under_concurrency(engine: AsyncEng
     active: set[str] = set()
     overlaps: list[str] = []
 
+    all_seen = asyncio.Event()
+
     async def handler(item: Claimed) -> None:
         user = item.event.user_id
         if user in active:
@@ -152,13 +153,14 @@ async def test_workers_keep_per_learner_order_under_concurrency(engine: AsyncEng
         await asyncio.sleep(random.uniform(0, 0.01))
         seen[user].append(item.event.event_id)
         active.discard(user)
+        if sum(map(len, seen.values())) >= counter:
+            all_seen.set()
 
     worker = Worker(inbox, handler, CHANNELS, WorkerOptions(concurrency=8, lease_seconds=30))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
-    deadline = time.time() + 30
-    while sum(map(len, seen.values())) < counter and time.time() < deadline:
-        await asyncio.sleep(0.02)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_seen.wait(), timeout=30)
     stop.set()
     await task
     assert overlaps == []
