@@ -367,12 +367,10 @@ def test_default_byte_limit_is_20_mib() -> None:
 def test_real_compressible_png_bomb_is_rejected_from_the_header(count_decodes: list[str]) -> None:
     bomb = compressible_png_bomb(8000, 6000)  # 48 MP, a few KiB on the wire
     assert len(bomb) < 100_000
-    start = time.perf_counter()
     with pytest.raises(ImageRejected) as info:
         prepare_image(bomb)
     assert info.value.code == "image_too_many_pixels"
-    assert count_decodes == []
-    assert time.perf_counter() - start < 0.05
+    assert count_decodes == []  # refused from the header, before any pixel is decoded
 
 
 def test_the_bomb_generator_makes_real_images() -> None:
