@@ -6,8 +6,9 @@ A channel never knows about the tutor.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from languagebuddy.events import InboundEvent, Media, OutboundPart
 
@@ -42,6 +43,17 @@ class VerificationError(Exception):
 
 class BadPayload(Exception):
     """The body verified but is not the platform's JSON (answer 400)."""
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The webhook body as a JSON object; every platform sends one, anything else is a 400."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadPayload("body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise BadPayload("body is not a JSON object")
+    return payload
 
 
 @runtime_checkable

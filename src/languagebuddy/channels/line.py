@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +21,12 @@ from typing import Any
 
 import httpx
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, VerificationError
+from languagebuddy.channels.base import (
+    BadPayload,
+    DeliveryError,
+    VerificationError,
+    json_object,
+)
 from languagebuddy.channels.http import (
     MAX_MEDIA_BYTES,
     RetryPolicy,
@@ -130,12 +134,7 @@ class LineChannel:
             raise VerificationError("bad X-Line-Signature", status_code=403)
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadPayload("body is not JSON") from exc
-        if not isinstance(payload, dict):
-            raise BadPayload("body is not a JSON object")
+        payload = json_object(body)
         events = payload.get("events", [])
         if not isinstance(events, list):
             raise BadPayload("events is not a list")

@@ -7,13 +7,17 @@ reject (400) any unescaped punctuation.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, VerificationError
+from languagebuddy.channels.base import (
+    BadPayload,
+    DeliveryError,
+    VerificationError,
+    json_object,
+)
 from languagebuddy.channels.http import (
     MAX_MEDIA_BYTES,
     MediaTooLarge,
@@ -107,12 +111,7 @@ class TelegramChannel:
             raise VerificationError("bad secret token", status_code=403)
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            update = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadPayload("body is not JSON") from exc
-        if not isinstance(update, dict):
-            raise BadPayload("update is not a JSON object")
+        update = json_object(body)
         update_id = update.get("update_id")
         if not isinstance(update_id, int) or isinstance(update_id, bool):
             raise BadPayload("update_id missing")

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, VerificationError
+from languagebuddy.channels.base import (
+    BadPayload,
+    DeliveryError,
+    VerificationError,
+    json_object,
+)
 from languagebuddy.channels.http import (
     MAX_MEDIA_BYTES,
     RetryPolicy,
@@ -128,12 +132,7 @@ class WhatsAppChannel:
             raise VerificationError("bad X-Hub-Signature-256", status_code=403)
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadPayload("body is not JSON") from exc
-        if not isinstance(payload, dict):
-            raise BadPayload("body is not a JSON object")
+        payload = json_object(body)
         entries = payload.get("entry", [])
         if not isinstance(entries, list):
             raise BadPayload("entry is not a list")
