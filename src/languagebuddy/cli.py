@@ -91,6 +91,8 @@ def chat(
 ) -> None:
     """Talk to the buddy in the terminal, through the same pipeline as every channel."""
     settings = _settings()
+    if "log_level" not in settings.model_fields_set:  # the learner reads the talk, not our logs
+        configure_logging("warning")
     learner_key = user or getpass.getuser()
     from languagebuddy.cli_chat import run_chat
 

@@ -15,7 +15,16 @@ import structlog
 def configure_logging(level: str = "info") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=numeric, force=True)
-    for noisy in ("httpx", "httpcore", "openai", "aiosqlite", "asyncio"):
+    # httpx2 is the HTTP client of newer openai SDKs; alembic.runtime.plugins chats at INFO.
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "openai",
+        "aiosqlite",
+        "asyncio",
+        "alembic.runtime",
+    ):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=False)
