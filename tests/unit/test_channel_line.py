@@ -13,6 +13,7 @@ from languagebuddy.channels.http import MediaTooLarge, RetryPolicy
 from languagebuddy.channels.line import LineChannel, retry_key
 from languagebuddy.config import Settings
 from languagebuddy.events import InboundEvent, Kind, OutboundPart
+from languagebuddy.metrics import PLATFORM_CALLS
 from tests.fakes.line import (
     FakeLine,
     line_audio_webhook,
@@ -239,8 +240,11 @@ async def test_voice_with_media_host(settings: Settings, fake: FakeLine) -> None
 
 
 async def test_typing_loading_animation(channel: LineChannel, fake: FakeLine) -> None:
+    ok = PLATFORM_CALLS.labels("line", "loading", "ok")
+    before = ok._value.get()
     await channel.typing(event())
     assert fake.loading[-1] == {"chatId": USER, "loadingSeconds": 20}
+    assert ok._value.get() == before + 1  # LINE's 202 is a success here, not "content not ready"
     await channel.typing(event(extra={"chat_id": "C123"}))  # groups: no animation, no error
 
 

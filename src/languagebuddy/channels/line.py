@@ -66,20 +66,23 @@ def retry_key(idempotency_key: str, batch: int = 0) -> str:
 
 def classify(response: httpx.Response) -> DeliveryError | None:
     """``{"message": "...", "details": [...]}``: no numeric codes, the HTTP status is the code."""
-    if response.status_code == 200:
+    if response.status_code < 300:  # 200, or 202 for the loading animation
         return None
     body = json_or_none(response)
     message = body.get("message") if isinstance(body, dict) else None
     message = str(message or response.reason_phrase)
-    if response.status_code == 202:  # audio/video content still being prepared
-        return DeliveryError(
-            "line: content not ready", retryable=True, code="not_ready", retry_after=2.0
-        )
-    if response.status_code < 300:
-        return None
     if response.status_code == 400 and "reply token" in message.lower():
         return InvalidReplyToken(f"line: {message}", retryable=False, code="invalid_reply_token")
     return status_error(NAME, response, code=str(response.status_code), message=message)
+
+
+def _classify_content(response: httpx.Response) -> DeliveryError | None:
+    """The data API answers 202 while audio or video content is still being prepared."""
+    if response.status_code == 202:
+        return DeliveryError(
+            "line: content not ready", retryable=True, code="not_ready", retry_after=2.0
+        )
+    return classify(response)
 
 
 def _classify_push(response: httpx.Response) -> DeliveryError | None:
@@ -250,7 +253,7 @@ class LineChannel:
             f"{self._data_base}/v2/bot/message/{event.media_id}/content",
             channel=NAME,
             limit=self._max_media,
-            classify=classify,
+            classify=_classify_content,
         )
         return Media(data=data, mime_type=mime or event.media_mime)
 
