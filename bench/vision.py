@@ -63,7 +63,7 @@ if str(ROOT) not in sys.path:  # the fakes live in tests/, which is not an insta
     sys.path.insert(0, str(ROOT))
 
 from tests.fakes.openai import FakeOpenAI, has_image  # noqa: E402
-from tests.fakes.server import FakeServer, RecordedRequest  # noqa: E402
+from tests.fakes.server import RecordedRequest  # noqa: E402
 from tests.fakes.whatsapp import (  # noqa: E402
     FakeWhatsApp,
     whatsapp_headers,
@@ -153,24 +153,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def no_nagle(server: FakeServer) -> bool:
-    """TCP_NODELAY on a fake's listening socket (Linux passes it on to accepted connections).
-
-    FakeServer binds a ``socket.socket()`` (proto 0) and serves it on the plain asyncio loop,
-    which only sets TCP_NODELAY on sockets whose proto is IPPROTO_TCP; so a small response
-    (headers, then a short body) waits for the client's delayed ACK: about 40 ms per call,
-    which would be charged to the product. Real platforms answer without that stall.
-    """
-    uv = getattr(server, "_server", None)
-    done = False
-    for listener in getattr(uv, "servers", None) or []:
-        for sock in getattr(listener, "sockets", ()):
-            with suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                done = True
-    return done
 
 
 def _settings_env_names() -> set[str]:
@@ -716,10 +698,6 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[Service, FakeWhatsApp, Fak
         FakeWhatsApp() as wa,
         FakeOpenAI() as ai,
     ):
-        if not args.fake_nagle:
-            for fake in (wa.server, ai.server):
-                if not no_nagle(fake):
-                    print("note: could not set TCP_NODELAY on a fake", file=sys.stderr)
         service = Service(Path(tmp), wa, ai, args.worker_concurrency, args.image_max_side)
         try:
             yield service.start(), wa, ai
@@ -756,11 +734,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=MAX_SIDE,
         help=f"LB_IMAGE_MAX_SIDE of the service (default {MAX_SIDE}, the service's default)",
-    )
-    parser.add_argument(
-        "--fake-nagle",
-        action="store_true",
-        help="leave the fakes' sockets without TCP_NODELAY (adds ~40 ms per small response)",
     )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
@@ -863,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(
         f"load average (1 min): {loadavg_start[0]:.2f} at start, {load:.2f} at end, "
-        f"{os.cpu_count()} CPUs; fakes {'with' if args.fake_nagle else 'without'} Nagle stalls"
+        f"{os.cpu_count()} CPUs"
     )
 
     if not args.no_save:

@@ -182,6 +182,15 @@ def test_text_message_gets_a_reply_to_its_sender(stack: Stack, platform: Platfor
     assert platform.texts_to(stack, user) == ["¡Hola! ¿Practicamos?"]
     [request] = stack.ai.chat_bodies()
     assert "Hola, quiero practicar" in json.dumps(request["messages"], ensure_ascii=False)
+    with sqlite3.connect(stack.db) as conn:
+        (raw,) = conn.execute(
+            "SELECT t.timings FROM turns t JOIN inbox i ON i.id = t.inbox_item_id"
+            " WHERE i.dedupe_key = ? AND t.direction = 'in'",
+            (key,),
+        ).fetchone()
+    timings = json.loads(raw)  # every stage in milliseconds; the model's share of the tutor's
+    assert {"learner", "media", "tutor", "model"} <= timings.keys()
+    assert 1 <= timings["model"] <= timings["tutor"] < 10_000  # a loopback model call: ms
 
 
 @pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.name)

@@ -70,10 +70,11 @@ class Inbox:
         self._claim_sql = text(_CLAIM_SQL.format(lock=lock)).bindparams(
             bindparam("channels", expanding=True)
         )
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[int], None]] = []
 
-    def on_put(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after new events are stored, so in-process workers wake at once."""
+    def on_put(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(new)`` after ``new`` events are stored, so in-process workers wake
+        at once (one idle slot per event)."""
         self._listeners.append(listener)
 
     async def put(self, event: InboundEvent) -> bool:
@@ -112,7 +113,7 @@ class Inbox:
                     new += 1
         if new:
             for listener in self._listeners:
-                listener()
+                listener(new)
         return new
 
     async def claim(

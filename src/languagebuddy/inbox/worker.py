@@ -71,8 +71,10 @@ class Worker:
         self.channels = list(channels)
         self.options = options or WorkerOptions()
         self.owner = worker_id()
-        self._wake = asyncio.Event()
-        inbox.on_put(self._wake.set)
+        # One token per stored event wakes one idle slot (not all of them racing for one item);
+        # a token put while every slot is busy waits in the queue, so no wake-up is lost.
+        self._wakeups: asyncio.Queue[None] = asyncio.Queue(maxsize=self.options.concurrency)
+        inbox.on_put(self._wake)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.channels:
@@ -120,10 +122,15 @@ class Worker:
             if found:
                 idle = 0.05
                 continue
-            self._wake.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=idle)
-            idle = min(idle * 2, self.options.idle_poll_seconds)
+            try:
+                await asyncio.wait_for(self._wakeups.get(), timeout=idle)
+            except TimeoutError:  # nothing announced: poll (other processes' puts, retries due)
+                idle = min(idle * 2, self.options.idle_poll_seconds)
+
+    def _wake(self, new: int) -> None:
+        for _ in range(min(new, self.options.concurrency)):
+            with suppress(asyncio.QueueFull):
+                self._wakeups.put_nowait(None)
 
     async def _handle(self, item: Claimed) -> None:
         started = time.perf_counter()

@@ -59,7 +59,7 @@ class TutorReply:
     inbound_memory: str | None = None  # what the log keeps for the learner's turn
     modality: str = "text"  # text | command | image | voice | unsupported
     usage: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds, as the pipeline's
 
 
 class ModelUnavailable(Exception):
