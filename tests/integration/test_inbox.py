@@ -182,3 +182,42 @@ async def test_worker_classifies_failures(engine: AsyncEngine) -> None:
     a, b = await rows(engine)
     assert a.status == DEAD and "403" in (a.last_error or "")
     assert b.status == PENDING and b.available_at > time.time() + 50
+
+
+async def test_put_recovers_after_postgres_drops_its_connections(postgres_url: str) -> None:
+    """Without pre-ping, a pooled connection the server killed fails one put (the webhook
+    answers 503 and the platform redelivers); the pool then reconnects and nothing doubles."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from languagebuddy.store.db import create_all, make_engine
+    from tests.conftest import _reset_postgres
+
+    await _reset_postgres(postgres_url)
+    engine = make_engine(postgres_url)
+    await create_all(engine)
+    try:
+        inbox = Inbox(engine)
+        assert await inbox.put(event(1))
+        killer = make_engine(postgres_url)
+        async with killer.begin() as conn:
+            killed = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            assert killed.all()
+        await killer.dispose()
+        outcomes = []
+        for _ in range(3):  # the platform's redeliveries
+            try:
+                outcomes.append(await inbox.put(event(2)))
+                break
+            except DBAPIError:
+                outcomes.append("refused")
+        assert outcomes[-1] is True and len(outcomes) <= 2
+        assert await inbox.put(event(2)) is False
+        assert [r.dedupe_key for r in await rows(engine)] == ["telegram:1", "telegram:2"]
+    finally:
+        await engine.dispose()

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from languagebuddy.store.models import Base
 
 
-def make_engine(url: str, *, pool_size: int = 10, **connect_args: object) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20, **connect_args: object) -> AsyncEngine:
     """An async engine tuned for the backend the URL names."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30, **connect_args})
@@ -24,11 +24,14 @@ def make_engine(url: str, *, pool_size: int = 10, **connect_args: object) -> Asy
             cursor.close()
 
         return engine
+    # No pre-ping: it costs round trips on every checkout of the webhook path. A connection
+    # that died with the server fails its statement instead and is discarded by the pool; the
+    # webhook then answers 503 and the platform redelivers, the worker retries the item.
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_recycle=1800,
         connect_args=connect_args,
     )
 
