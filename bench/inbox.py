@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from languagebuddy.events import InboundEvent, Kind
 from languagebuddy.inbox.queue import Inbox
-from languagebuddy.store.db import make_engine
+from languagebuddy.store.db import DEFAULT_POOL_SIZE, make_engine
 from languagebuddy.store.models import Base, InboxItem
 
 NAME = "inbox"
@@ -406,9 +406,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=10,
-        help="PostgreSQL pool_size for make_engine (max_overflow is the same; default 10, "
-        "as the service uses)",
+        default=DEFAULT_POOL_SIZE,
+        help="PostgreSQL pool_size for make_engine (max_overflow is the same; default "
+        f"{DEFAULT_POOL_SIZE}, as the service uses)",
     )
     parser.add_argument(
         "--rate",

@@ -8,8 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from languagebuddy.store.models import Base
 
+# PostgreSQL connections kept per process (as many again may open under a burst).
+DEFAULT_POOL_SIZE = 20
 
-def make_engine(url: str, *, pool_size: int = 20, **connect_args: object) -> AsyncEngine:
+
+def make_engine(
+    url: str, *, pool_size: int = DEFAULT_POOL_SIZE, **connect_args: object
+) -> AsyncEngine:
     """An async engine tuned for the backend the URL names."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30, **connect_args})
