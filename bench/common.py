@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmarks in this folder: percentiles, a plain table, JSON results and
-a throw-away PostgreSQL database.
+"""Helpers shared by the benchmarks in this folder: percentiles, a plain table, JSON results,
+a throw-away PostgreSQL database, ``languagebuddy serve`` in a child process (``ServeProcess``)
+and a Spanish sample vocabulary for learner messages (``SAMPLE_WORDS``, ``sample_sentence``).
 
 Benchmarks are scripts (``.venv/bin/python bench/<name>.py``), so they import this module as
 ``common`` from their own folder. Results are JSON so that runs can be compared over time:
@@ -12,15 +13,22 @@ import json
 import math
 import os
 import platform
+import random
+import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from languagebuddy.config import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -30,6 +38,19 @@ DEFAULT_POSTGRES_URL = os.environ.get(
     "LB_BENCH_POSTGRES_URL",
     os.environ.get("LB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
 )
+
+# A learner's Spanish; ``sample_sentence`` draws 4 to 40 of its words for a message.
+SAMPLE_TEXT = (
+    "hola como estas hoy quiero practicar mi español por favor corrige esta frase ayer fui al "
+    "mercado con mi hermana y compramos frutas verduras pan queso la semana que viene tengo un "
+    "examen importante no entiendo el subjuntivo puedes explicarlo con ejemplos sencillos"
+)
+SAMPLE_WORDS = tuple(SAMPLE_TEXT.split())
+
+
+def sample_sentence(rng: random.Random) -> str:
+    """A message of 4 to 40 ``SAMPLE_WORDS``, capitalised, with a full stop."""
+    return " ".join(rng.choice(SAMPLE_WORDS) for _ in range(rng.randint(4, 40))).capitalize() + "."
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -191,3 +212,122 @@ async def postgres_settings(url: str, names: Sequence[str]) -> dict[str, str]:
     finally:
         await conn.close()
     return {"server_version": version, **{r["name"]: r["setting"] for r in rows}}
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable ``languagebuddy.config.Settings`` reads (upper case)."""
+    names: set[str] = set()
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = getattr(alias, "choices", None) or [name]
+        names.update(str(c).upper() for c in choices)
+    return names
+
+
+class ServeProcess:
+    """``languagebuddy serve`` (uvicorn, as in production) in a child process on 127.0.0.1.
+
+    Its environment is this process's without any variable ``Settings`` reads, so nobody's
+    shell settings leak in, plus ``env``; ``PUBLIC_BASE_URL`` is the service's own address
+    unless ``env`` sets it. The working directory is ``workdir`` (a temp dir, so the
+    checkout's ``.env`` is not read) and stdout + stderr go to ``workdir/service.log``.
+    ``worker=False`` runs it with ``--no-worker``. ``start()`` returns once ``/readyz``
+    answers 200; ``stop()`` sends SIGINT (uvicorn's graceful shutdown, lifespan included),
+    then kills after 15 s. Also a context manager: start on entry, stop on exit.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str], *, worker: bool = True) -> None:
+        self.workdir = workdir
+        self.worker = worker
+        self.host = "127.0.0.1"
+        self.port = free_port(self.host)
+        self.base_url = f"http://{self.host}:{self.port}"
+        self.log_path = workdir / "service.log"
+        ignored = settings_env_names()
+        self.env = {k: v for k, v in os.environ.items() if k.upper() not in ignored}
+        self.env["PUBLIC_BASE_URL"] = self.base_url
+        self.env.update(env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> ServeProcess:
+        """Start it and wait until ``/readyz`` is 200; stop it and raise, with the end of its
+        log, if it exits first or is not ready within ``timeout`` seconds."""
+        command = [sys.executable, "-c", "from languagebuddy.cli import app; app()", "serve"]
+        if not self.worker:
+            command.append("--no-worker")
+        command += ["--host", self.host, "--port", str(self.port)]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.base_url, trust_env=False) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the service exited ({self.proc.returncode}) before it was ready:\n"
+                        f"{self.log_tail()}"
+                    )
+                with suppress(httpx.HTTPError):
+                    if client.get("/readyz", timeout=2).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the service was not ready in {timeout:.0f} s:\n{self.log_tail()}"
+                    )
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def alive(self) -> None:
+        """Raise, with the end of its log, unless the service is still running."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"the service died:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> ServeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -36,6 +36,7 @@ from common import (
     postgres_reachable,
     postgres_settings,
     print_table,
+    sample_sentence,
     save_results,
     scratch_postgres,
 )
@@ -66,13 +67,6 @@ COLUMNS = [
     Column("max_ms", "max ms", ".1f", width=7),
 ]
 
-TEXT = (
-    "hola como estas hoy quiero practicar mi español por favor corrige esta frase ayer fui al "
-    "mercado con mi hermana y compramos frutas verduras pan queso la semana que viene tengo un "
-    "examen importante no entiendo el subjuntivo puedes explicarlo con ejemplos sencillos"
-)
-WORDS = TEXT.split()
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -82,10 +76,6 @@ class Backend:
 
 
 # --------------------------------------------------------------------------- realistic events
-
-
-def _sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40))).capitalize() + "."
 
 
 def _token(rng: random.Random, n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
@@ -110,7 +100,7 @@ def make_events(count: int, run: str, seed: int = 8) -> list[InboundEvent]:
                     event_id=f"wamid.HBgL{phones[u][1:]}FQIAEhgg{run}{i:08d}{_token(rng, 12)}",
                     user_id=phones[u][1:],
                     kind=Kind.TEXT,
-                    text=_sentence(rng),
+                    text=sample_sentence(rng),
                     message_id=f"wamid.{_token(rng, 40)}",
                     phone_e164=phones[u],
                     display_name=f"Learner {u}",
@@ -124,7 +114,7 @@ def make_events(count: int, run: str, seed: int = 8) -> list[InboundEvent]:
                     event_id=f"{run}-{i}",
                     user_id=str(100_000_000 + u),
                     kind=Kind.IMAGE,
-                    caption=_sentence(rng) if rng.random() < 0.5 else None,
+                    caption=sample_sentence(rng) if rng.random() < 0.5 else None,
                     media_id="AgACAgIAAxkBAAI" + _token(rng, 60),
                     media_mime="image/jpeg",
                     media_size=rng.randint(40_000, 3_000_000),

@@ -34,11 +34,8 @@ import io
 import json
 import os
 import secrets
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +49,7 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
-from common import Column, percentile, print_table, save_results
+from common import Column, ServeProcess, percentile, print_table, save_results
 from PIL import Image
 
 from languagebuddy.config import Settings
@@ -149,100 +146,36 @@ def prepare_alone(data: bytes, repeats: int, max_side: int) -> list[float]:
 # --------------------------------------------------------------------------- the service
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+DB_FILE = "lb.db"  # the service's SQLite database, in its work dir
 
 
-def _settings_env_names() -> set[str]:
-    """Every environment variable Settings reads, so none of the caller's leaks in."""
-    names: set[str] = set()
-    for name, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        choices = getattr(alias, "choices", None) or [name]
-        names.update(str(c).upper() for c in choices)
-    return names
+def service_environment(
+    tmp: Path, wa: FakeWhatsApp, ai: FakeOpenAI, concurrency: int, max_side: int
+) -> dict[str, str]:
+    """Settings of ``languagebuddy serve`` with its worker (see ``common.ServeProcess``)."""
+    return {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / DB_FILE}",
+        "OPENAI_API_KEY": ai.api_key,
+        "OPENAI_BASE_URL": ai.base_url,
+        "LB_OPENAI_MAX_RETRIES": "0",
+        "LB_WORKER_CONCURRENCY": str(concurrency),
+        "LB_IMAGE_MAX_SIDE": str(max_side),
+        "LB_LOG_LEVEL": "info",
+        "WHATSAPP_ACCESS_TOKEN": wa.access_token,
+        "WHATSAPP_PHONE_NUMBER_ID": wa.phone_number_id,
+        "WHATSAPP_APP_SECRET": wa.app_secret,
+        "WHATSAPP_VERIFY_TOKEN": wa.verify_token,
+        "WHATSAPP_API_BASE_URL": wa.base_url,
+    }
 
 
-class Service:
-    """``languagebuddy serve`` in a child process, with env settings; cwd is the temp dir so
-    no ``.env`` of the checkout is read."""
-
-    def __init__(
-        self, tmp: Path, wa: FakeWhatsApp, ai: FakeOpenAI, concurrency: int, max_side: int
-    ) -> None:
-        self.tmp = tmp
-        self.db = tmp / "lb.db"
-        self.port = _free_port()
-        self.log_path = tmp / "service.log"
-        self.env = {k: v for k, v in os.environ.items() if k.upper() not in _settings_env_names()}
-        self.env.update(
-            {
-                "DATABASE_URL": f"sqlite+aiosqlite:///{self.db}",
-                "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.port}",
-                "OPENAI_API_KEY": ai.api_key,
-                "OPENAI_BASE_URL": ai.base_url,
-                "LB_OPENAI_MAX_RETRIES": "0",
-                "LB_WORKER_CONCURRENCY": str(concurrency),
-                "LB_IMAGE_MAX_SIDE": str(max_side),
-                "LB_LOG_LEVEL": "info",
-                "WHATSAPP_ACCESS_TOKEN": wa.access_token,
-                "WHATSAPP_PHONE_NUMBER_ID": wa.phone_number_id,
-                "WHATSAPP_APP_SECRET": wa.app_secret,
-                "WHATSAPP_VERIFY_TOKEN": wa.verify_token,
-                "WHATSAPP_API_BASE_URL": wa.base_url,
-            }
-        )
-        self.settings_used = {
-            k: v
-            for k, v in self.env.items()
-            if k.startswith("LB_") or k in ("DATABASE_URL", "OPENAI_BASE_URL")
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> Service:
-        exe = Path(sys.executable).with_name("languagebuddy")
-        command = [str(exe)] if exe.exists() else [sys.executable, "-m", "languagebuddy.cli"]
-        command += ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                command, cwd=self.tmp, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited at start:\n{self.log_tail()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"the service was not ready in {timeout:.0f} s:\n{self.log_tail()}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"the service died:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        with suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown, lifespan included
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+def settings_used(service: ServeProcess) -> dict[str, str]:
+    """The settings a result depends on, for the JSON."""
+    return {
+        k: v
+        for k, v in service.env.items()
+        if k.startswith("LB_") or k in ("DATABASE_URL", "OPENAI_BASE_URL")
+    }
 
 
 # --------------------------------------------------------------------------- memory
@@ -363,8 +296,11 @@ _TAG_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
 
 
 class Bench:
-    def __init__(self, service: Service, wa: FakeWhatsApp, ai: FakeOpenAI, photo: bytes) -> None:
+    def __init__(
+        self, service: ServeProcess, wa: FakeWhatsApp, ai: FakeOpenAI, photo: bytes
+    ) -> None:
         self.service = service
+        self.db = service.workdir / DB_FILE
         self.wa = wa
         self.ai = ai
         self.photo = photo
@@ -468,7 +404,7 @@ class Bench:
             return
         marks = ",".join("?" * len(ids))
         try:
-            with sqlite3.connect(f"file:{self.service.db}?mode=ro", uri=True, timeout=5) as conn:
+            with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as conn:
                 # Done, not only composed: the reply has gone out too, so the next photo does
                 # not overlap this one's tail.
                 rows = conn.execute(
@@ -487,7 +423,7 @@ class Bench:
     def wait_texts(self, message_ids: Sequence[str], timeout: float = WAIT_S) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            with sqlite3.connect(f"file:{self.service.db}?mode=ro", uri=True, timeout=5) as conn:
+            with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as conn:
                 marks = ",".join("?" * len(message_ids))
                 done = conn.execute(
                     f"SELECT count(*) FROM inbox WHERE status = 'done' AND dedupe_key IN ({marks})",
@@ -692,17 +628,15 @@ def shot_record(shot: Shot) -> dict[str, Any]:
 
 
 @contextmanager
-def stack(args: argparse.Namespace) -> Iterator[tuple[Service, FakeWhatsApp, FakeOpenAI]]:
+def stack(args: argparse.Namespace) -> Iterator[tuple[ServeProcess, FakeWhatsApp, FakeOpenAI]]:
     with (
         tempfile.TemporaryDirectory(prefix="lb_bench_vision_") as tmp,
         FakeWhatsApp() as wa,
         FakeOpenAI() as ai,
     ):
-        service = Service(Path(tmp), wa, ai, args.worker_concurrency, args.image_max_side)
-        try:
-            yield service.start(), wa, ai
-        finally:
-            service.stop()
+        env = service_environment(Path(tmp), wa, ai, args.worker_concurrency, args.image_max_side)
+        with ServeProcess(Path(tmp), env) as service:
+            yield service, wa, ai
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -845,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "parameters": {k: v for k, v in vars(args).items() if k != "no_save"},
                 "photo": photo_info,
-                "service": service.settings_used
+                "service": settings_used(service)
                 | {"worker_wake": "in-process: Inbox.on_put wakes idle slots at once"},
                 "loadavg_at_start": loadavg_start,
                 "target": {"p50_ms": TARGET_P50_MS, "rss_growth_mb": TARGET_RSS_GROWTH_MB},

@@ -47,9 +47,6 @@ import itertools
 import os
 import random
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,11 +61,13 @@ import psutil
 from common import (
     DEFAULT_POSTGRES_URL,
     Column,
+    ServeProcess,
     format_table,
     percentile,
     postgres_reachable,
     postgres_settings,
     print_table,
+    sample_sentence,
     save_results,
     scratch_postgres,
 )
@@ -112,13 +111,6 @@ COLUMNS = [
     Column("other_cpu", "other%", ".0f", width=6),
     Column("target", "target", width=6),
 ]
-
-TEXT = (
-    "hola como estas hoy quiero practicar mi español por favor corrige esta frase ayer fui al "
-    "mercado con mi hermana y compramos frutas verduras pan queso la semana que viene tengo un "
-    "examen importante no entiendo el subjuntivo puedes explicarlo con ejemplos sencillos"
-)
-WORDS = TEXT.split()
 
 
 # --------------------------------------------------------------------------- signed deliveries
@@ -164,10 +156,6 @@ class Delivery:
 _update_ids = itertools.count(random.randint(10**8, 9 * 10**8) * 10)
 
 
-def _sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40))).capitalize() + "."
-
-
 def make_deliveries(channel: str, count: int, creds: Credentials, seed: int = 8) -> list[Delivery]:
     """``count`` distinct text-message webhooks as the platform sends them, signed, from
     ``USERS`` learners; event ids are unique across the whole run."""
@@ -180,7 +168,7 @@ def make_deliveries(channel: str, count: int, creds: Credentials, seed: int = 8)
         for i in range(count):
             u = rng.randrange(USERS)
             body = whatsapp_text_webhook(
-                _sentence(rng),
+                sample_sentence(rng),
                 wa_id=phones[u],
                 name=f"Learner {u}",
                 message_id=f"wamid.HBgL{phones[u]}FQIAEhgg{run}{i:08d}",
@@ -191,7 +179,7 @@ def make_deliveries(channel: str, count: int, creds: Credentials, seed: int = 8)
         for i in range(count):
             u = rng.randrange(USERS)
             body = telegram_text_update(
-                _sentence(rng),
+                sample_sentence(rng),
                 update_id=next(_update_ids),
                 chat_id=100_000_000 + u,
                 first_name=f"Learner{u}",
@@ -204,7 +192,7 @@ def make_deliveries(channel: str, count: int, creds: Credentials, seed: int = 8)
         secret = creds.line.channel_secret
         for i in range(count):
             body = line_text_webhook(
-                _sentence(rng),
+                sample_sentence(rng),
                 user_id=users[rng.randrange(USERS)],
                 reply_token=secrets.token_hex(16),
                 webhook_event_id=f"01J{run.upper()}{i:013d}",
@@ -218,82 +206,15 @@ def make_deliveries(channel: str, count: int, creds: Credentials, seed: int = 8)
 # --------------------------------------------------------------------------- the service
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Service:
-    """``languagebuddy serve --no-worker`` in a subprocess on 127.0.0.1, logs to a file."""
-
-    def __init__(self, database_url: str, creds: Credentials, workdir: Path, log_level: str):
-        self.host = "127.0.0.1"
-        self.port = _free_port()
-        self.base_url = f"http://{self.host}:{self.port}"
-        self.log_path = workdir / "service.log"
-        env = {
-            **os.environ,
-            **creds.environment(),
-            "DATABASE_URL": database_url,
-            "PUBLIC_BASE_URL": "http://127.0.0.1",
-            "LB_LOG_LEVEL": log_level,
-            "OPENAI_BASE_URL": UNREACHABLE,
-        }
-        self._log = self.log_path.open("wb")
-        # cwd = the temp dir, so a developer's .env in the checkout is not read.
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from languagebuddy.cli import app; app()",
-                "serve",
-                "--no-worker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def wait_ready(self, within_s: float = 60.0) -> None:
-        deadline = time.monotonic() + within_s
-        async with httpx.AsyncClient(base_url=self.base_url, trust_env=False) as client:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"service exited ({self.process.returncode}):\n{self.tail()}"
-                    )
-                try:
-                    if (await client.get("/readyz", timeout=2)).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"service not ready after {within_s:.0f} s:\n{self.tail()}")
-                await asyncio.sleep(0.1)
-
-    def tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
+def service_environment(database_url: str, creds: Credentials, log_level: str) -> dict[str, str]:
+    """Settings of ``serve --no-worker`` (see ``common.ServeProcess``)."""
+    return {
+        **creds.environment(),
+        "DATABASE_URL": database_url,
+        "PUBLIC_BASE_URL": "http://127.0.0.1",
+        "LB_LOG_LEVEL": log_level,
+        "OPENAI_BASE_URL": UNREACHABLE,
+    }
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -569,7 +490,7 @@ async def open_loop(
 class Target:
     backend: str
     url: str  # for counting rows from this process
-    service: Service
+    service: ServeProcess
     meter: CpuMeter
 
     async def count(self) -> int:
@@ -623,7 +544,7 @@ async def run_row(
         if warmed.acked != len(warm):
             raise RuntimeError(
                 f"{target.backend}/{channel}: warm-up acknowledged {warmed.acked} of "
-                f"{len(warm)} ({dict(warmed.errors)}); service log:\n{target.service.tail()}"
+                f"{len(warm)} ({dict(warmed.errors)}); service log:\n{target.service.log_tail()}"
             )
         await target.clear()
         target.meter.start()
@@ -714,18 +635,18 @@ async def run_backend(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lb_bench_") as tmp:
-        service = Service(database_url, creds, Path(tmp), args.log_level)
+        env = service_environment(database_url, creds, args.log_level)
+        service = ServeProcess(Path(tmp), env, worker=False)
         try:
-            await service.wait_ready()
-            meter = CpuMeter(service.process.pid, database_name)
+            service.start()  # blocks the loop until ready: nothing else runs yet
+            meter = CpuMeter(service.pid, database_name)
             target = Target(backend, database_url, service, meter)
             for channel in args.channels:
                 for mode in args.modes:
                     row = await run_row(target, channel, mode, creds, args)
                     emit(row)
                     rows.append(row)
-            if service.process.poll() is not None:
-                raise RuntimeError(f"service died during the run:\n{service.tail()}")
+            service.alive()
         finally:
             service.stop()
     return rows
