@@ -385,23 +385,44 @@ async def test_summary_written_when_window_overflows(
     ids = await add_turns(tutor, learner_id, [f"t{i}" for i in range(1, 8)])  # 7 > 2 * 2
     fake.reply("Ana likes cats and talked about t1 to t5.", when=_is_summary)
 
-    await tutor.respond(learner_id, text_turn("hola"))
+    reply = await tutor.respond(learner_id, text_turn("hola"))
 
-    summary_body, chat_body = fake.chat_bodies()
-    assert _is_summary(summary_body)
+    [summary_body] = [b for b in fake.chat_bodies() if _is_summary(b)]
+    [chat_body] = [b for b in fake.chat_bodies() if not _is_summary(b)]
     sent = summary_body["messages"][1]["content"]
     assert "Likes cats." in sent and "Learner: t1" in sent and "Learner: t5" in sent
     assert "t6" not in sent  # still inside the window
     learner = await profile(tutor, learner_id)
     assert learner.summary == "Ana likes cats and talked about t1 to t5."
     assert learner.summary_upto_turn_id == ids[4]
-    assert "talked about t1 to t5" in chat_body["messages"][0]["content"]
+    assert reply.timings["summary"] > 0
+    # The reply ran beside the summary, on the summary as it stood.
+    assert "Likes cats." in chat_body["messages"][0]["content"]
     assert [m["content"] for m in chat_body["messages"][1:]] == ["t6", "t7", "hola"]
 
-    # Nothing new beyond the window: no second summary call.
+    # The next turn carries the new summary, and nothing new beyond the window: no second call.
     fake.reset()
     await tutor.respond(learner_id, text_turn("otra vez"))
     assert not any(_is_summary(b) for b in fake.chat_bodies())
+    [next_body] = fake.chat_bodies()
+    assert "talked about t1 to t5" in next_body["messages"][0]["content"]
+
+
+async def test_summary_runs_beside_the_reply_not_before_it(
+    make_tutor: TutorFactory, fake: FakeOpenAI
+) -> None:
+    tutor = make_tutor(memory_turns=2)
+    learner_id = await new_learner(tutor, **ONBOARDED)
+    await add_turns(tutor, learner_id, [f"t{i}" for i in range(1, 8)])
+    fake.slow(1.0, "A slow summary.", when=_is_summary)
+    fake.slow(1.0, "¡Hola!")
+    reply = await tutor.respond(learner_id, text_turn("hola"))
+    assert reply.text == "¡Hola!"
+    assert (await profile(tutor, learner_id)).summary == "A slow summary."
+    # Run one after the other, the second request would reach the fake a full second after
+    # the first (the fake holds each answer for 1 s); side by side they arrive together.
+    first, second = (r.at for r in fake.requests())
+    assert abs(second - first) < 0.5
 
 
 async def test_failed_summary_does_not_block_the_reply(

@@ -12,9 +12,11 @@ using ``TutorReply.inbound_memory`` for the learner's side.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections import defaultdict
+from contextlib import suppress
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -141,18 +143,41 @@ class Tutor:
     ) -> TutorReply:
         usage = _Usage()
         timings: dict[str, float] = {}
+        # Folding old turns into the summary is housekeeping: it runs beside the reply, which
+        # uses the summary as it stands (the next turn gets the new one), so the learner never
+        # waits for an extra model call.
+        summary_task = asyncio.create_task(self._refresh_summary(learner_id))
         try:
-            summary_call = await refresh_summary(
-                self._sessions, self._chat, self.settings, learner_id
-            )
-        except (ModelUnavailable, ModelRejected) as exc:
-            # An old summary is good enough for this turn; the next one tries again.
-            log.warning("tutor.summary_failed", learner_id=learner_id, error=type(exc).__name__)
-            summary_call = None
+            reply = await self._answer(learner_id, turn, on_delta, usage, timings)
+        except BaseException:
+            summary_task.cancel()  # the event is retried; so is the summary, next time
+            with suppress(asyncio.CancelledError):
+                await summary_task
+            raise
+        summary_call = await summary_task
         if summary_call is not None:
-            usage.add("chat", summary_call)
-            timings["summary"] = round(summary_call.seconds * 1000, 2)
+            reply.timings["summary"] = round(summary_call.seconds * 1000, 2)
+            summary_usage = _Usage()
+            summary_usage.add("chat", summary_call)
+            await self._record_usage(learner_id, summary_usage)
+        return reply
 
+    async def _refresh_summary(self, learner_id: int) -> ChatResult | None:
+        try:
+            return await refresh_summary(self._sessions, self._chat, self.settings, learner_id)
+        except (ModelUnavailable, ModelRejected) as exc:
+            # The old summary is good enough; the next turn tries again.
+            log.warning("tutor.summary_failed", learner_id=learner_id, error=type(exc).__name__)
+            return None
+
+    async def _answer(
+        self,
+        learner_id: int,
+        turn: TutorInput,
+        on_delta: OnDelta | None,
+        usage: _Usage,
+        timings: dict[str, float],
+    ) -> TutorReply:
         async with self._sessions() as session:
             learner = await repos.get_learner(session, learner_id)
             if learner is None:
