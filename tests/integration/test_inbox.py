@@ -221,3 +221,45 @@ async def test_put_recovers_after_postgres_drops_its_connections(postgres_url: s
         assert [r.dedupe_key for r in await rows(engine)] == ["telegram:1", "telegram:2"]
     finally:
         await engine.dispose()
+
+
+async def test_stopping_worker_finishes_the_item_in_hand(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1))
+    started, handled = asyncio.Event(), []
+
+    async def handler(item: Claimed) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        handled.append(item.id)
+
+    worker = Worker(inbox, handler, CHANNELS, WorkerOptions(concurrency=2, drain_seconds=10))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    [item] = await rows(engine)
+    assert handled == [item.id] and item.status == DONE
+
+
+async def test_stopping_worker_releases_what_it_cannot_finish(engine: AsyncEngine) -> None:
+    inbox = Inbox(engine)
+    await inbox.put(event(1))
+    started = asyncio.Event()
+
+    async def stuck(item: Claimed) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    worker = Worker(inbox, stuck, CHANNELS, WorkerOptions(drain_seconds=0.2, lease_seconds=300))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    [item] = await rows(engine)
+    assert (item.status, item.attempts, item.lease_owner) == (PENDING, 0, None)
+    # Claimable again at once, not after the 300 s lease.
+    again = await inbox.claim("next-worker", 30, CHANNELS)
+    assert again is not None and again.id == item.id and again.attempts == 1

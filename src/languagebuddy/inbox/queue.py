@@ -157,6 +157,18 @@ class Inbox:
             item, status=DONE, finished_at=time.time(), lease_owner=None, lease_until=None
         )
 
+    async def release(self, item: Claimed) -> bool:
+        """Give an unfinished item back (its worker is stopping): claimable again now, and
+        the interrupted try does not count as an attempt."""
+        return await self._update_owned(
+            item,
+            status=PENDING,
+            available_at=time.time(),
+            attempts=InboxItem.attempts - 1,
+            lease_owner=None,
+            lease_until=None,
+        )
+
     async def mark_apology_sent(self, item: Claimed) -> None:
         await self._update_owned(item, apology_sent=True)
 

@@ -38,6 +38,7 @@ class WorkerOptions:
     max_attempts: int = 8
     retry_base_seconds: float = 2.0
     idle_poll_seconds: float = 1.0
+    drain_seconds: float = 20.0
 
 
 def worker_id() -> str:
@@ -87,9 +88,13 @@ class Worker:
         ]
         try:
             await stop.wait()
+            # Drain: no new claims; items in hand get ``drain_seconds`` to finish (a deploy
+            # should not make learners wait for a lease to expire).
+            self._wake(self.options.concurrency)
+            await asyncio.wait(slots, timeout=self.options.drain_seconds)
         finally:
             for task in slots:
-                task.cancel()
+                task.cancel()  # what is still in hand is released back to the inbox
             for task in slots:
                 with suppress(asyncio.CancelledError):
                     await task
@@ -138,6 +143,11 @@ class Worker:
         channel, kind = item.event.channel, item.event.kind.value
         try:
             await self.handler(item)
+        except asyncio.CancelledError:
+            # Shutting down mid-item: hand it back at once instead of leaving it to its lease.
+            with suppress(Exception):
+                await asyncio.shield(self.inbox.release(item))
+            raise
         except Exception as exc:
             renew.cancel()
             retryable, retry_after, reason = classify(exc)
