@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     image_max_side: Annotated[
         int, Field(ge=256, le=8192, validation_alias=_env("LB_IMAGE_MAX_SIDE"))
     ] = 2048
+    inbox_retention_days: Annotated[
+        float, Field(ge=8, le=3650, validation_alias=_env("LB_INBOX_RETENTION_DAYS"))
+    ] = 30.0
 
     @field_validator("database_url")
     @classmethod

@@ -263,3 +263,34 @@ async def test_stopping_worker_releases_what_it_cannot_finish(engine: AsyncEngin
     # Claimable again at once, not after the 300 s lease.
     again = await inbox.claim("next-worker", 30, CHANNELS)
     assert again is not None and again.id == item.id and again.attempts == 1
+
+
+async def test_purge_keeps_what_a_redelivery_could_still_need(engine: AsyncEngine) -> None:
+    from sqlalchemy import update
+
+    from languagebuddy.inbox.housekeeping import DAY, purge_once
+    from languagebuddy.store.models import OutboxPart
+
+    inbox = Inbox(engine)
+    for n in range(1, 5):
+        await inbox.put(event(n, user=f"u{n}"))
+    for n in range(1, 4):
+        item = await inbox.claim("w", 30, CHANNELS)
+        assert item is not None
+        if n == 2:
+            await inbox.fail(item, "blocked", retryable=False, max_attempts=1, base_delay=1)
+        else:
+            await inbox.done(item)
+    async with inbox.sessions.begin() as session:
+        session.add(OutboxPart(inbox_item_id=1, seq=0, kind="text", body="old reply"))
+        old = time.time() - 31 * DAY
+        await session.execute(
+            update(InboxItem).where(InboxItem.id.in_((1, 2))).values(finished_at=old)
+        )
+    # 1 (done) and 2 (dead) finished 31 days ago; 3 finished now; 4 is still pending.
+    assert await purge_once(inbox, retention_days=30) == 2
+    assert [(r.id, r.status) for r in await rows(engine)] == [(3, DONE), (4, PENDING)]
+    async with inbox.sessions() as session:
+        assert (await session.execute(select(OutboxPart))).scalars().all() == []
+    assert await inbox.put(event(3, user="u3")) is False  # a recent key still dedupes
+    assert await purge_once(inbox, retention_days=30) == 0

@@ -16,13 +16,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from languagebuddy.events import InboundEvent
-from languagebuddy.store.models import InboxItem
+from languagebuddy.store.models import InboxItem, OutboxPart
 
 PENDING, PROCESSING, DONE, DEAD = "pending", "processing", "done", "dead"
 
@@ -219,6 +219,17 @@ class Inbox:
         async with self.engine.begin() as conn:
             result = await conn.execute(stmt)
         return result.rowcount == 1
+
+    async def purge_finished(self, before: float) -> int:
+        """Delete done and dead items finished before ``before`` (with their outbox parts);
+        returns how many. Their dedupe keys go with them, so ``before`` must lie beyond every
+        platform's redelivery window."""
+        finished = (InboxItem.status.in_((DONE, DEAD))) & (InboxItem.finished_at < before)
+        async with self.engine.begin() as conn:
+            old = select(InboxItem.id).where(finished).scalar_subquery()
+            await conn.execute(delete(OutboxPart).where(OutboxPart.inbox_item_id.in_(old)))
+            result = await conn.execute(delete(InboxItem).where(finished))
+        return result.rowcount
 
     async def depth(self) -> dict[str, int]:
         """Items per status, for /metrics and doctor."""

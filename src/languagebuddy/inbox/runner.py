@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from typing import Any
 
 from languagebuddy.inbox.worker import Worker, WorkerOptions
@@ -26,4 +27,15 @@ def build_worker(services: Any, channels: list[str] | None = None) -> Worker:
 
 
 async def run_worker(services: Any, stop: asyncio.Event) -> None:
-    await build_worker(services).run(stop)
+    """The worker and, beside it, the hourly purge of old finished events."""
+    from languagebuddy.inbox.housekeeping import keep_tidy
+
+    tidy = asyncio.create_task(
+        keep_tidy(services.inbox, services.settings.inbox_retention_days, stop)
+    )
+    try:
+        await build_worker(services).run(stop)
+    finally:
+        tidy.cancel()
+        with suppress(asyncio.CancelledError):
+            await tidy
