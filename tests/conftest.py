@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from languagebuddy.store.db import create_all, make_engine
@@ -61,6 +62,9 @@ async def _reset_postgres(url: str) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.drop_all)
+        # and what migrations leave beside the tables, so the next upgrade starts from zero
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        await conn.execute(text("DROP FUNCTION IF EXISTS lb_inbox_notify()"))
     await engine.dispose()
 
 

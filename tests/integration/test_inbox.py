@@ -294,3 +294,58 @@ async def test_purge_keeps_what_a_redelivery_could_still_need(engine: AsyncEngin
         assert (await session.execute(select(OutboxPart))).scalars().all() == []
     assert await inbox.put(event(3, user="u3")) is False  # a recent key still dedupes
     assert await purge_once(inbox, retention_days=30) == 0
+
+
+async def test_a_put_in_one_process_wakes_workers_in_another(postgres_url: str) -> None:
+    """PostgreSQL: the migrated inbox NOTIFYs on insert; a LISTENing worker process is woken
+    at once rather than at its next poll."""
+    from sqlalchemy import text
+
+    from languagebuddy.inbox.notify import wake_on_notify
+    from languagebuddy.store.db import make_engine
+    from languagebuddy.store.migrate import upgrade
+    from tests.conftest import _reset_postgres
+
+    await _reset_postgres(postgres_url)
+    await upgrade(postgres_url)
+    engine = make_engine(postgres_url)  # the webhook process
+    woken: list[int] = []
+    stop = asyncio.Event()
+    listener = asyncio.create_task(
+        wake_on_notify(postgres_url, woken.append, stop, retry_seconds=0.2)
+    )
+    inbox = Inbox(engine)
+    numbers = iter(range(10_000))
+
+    async def put_until_woken() -> None:
+        before = len(woken)
+        for _ in range(50):  # until the listener is (re)connected
+            await inbox.put(event(next(numbers)))
+            await asyncio.sleep(0.1)
+            if len(woken) > before:
+                return
+        raise AssertionError("no notification reached the listener")
+
+    try:
+        await put_until_woken()
+        seen = len(woken)
+        await inbox.put(event(next(numbers)))
+        for _ in range(50):
+            if len(woken) > seen:
+                break
+            await asyncio.sleep(0.02)
+        assert len(woken) == seen + 1  # one insert statement, one wake-up
+        # The server drops the listening connection: the listener reconnects by itself.
+        async with engine.begin() as conn:
+            dropped = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+            assert dropped.all() == [(True,)]
+        await put_until_woken()
+    finally:
+        stop.set()
+        await asyncio.wait_for(listener, timeout=10)
+        await engine.dispose()

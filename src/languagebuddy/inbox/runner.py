@@ -27,15 +27,24 @@ def build_worker(services: Any, channels: list[str] | None = None) -> Worker:
 
 
 async def run_worker(services: Any, stop: asyncio.Event) -> None:
-    """The worker and, beside it, the hourly purge of old finished events."""
+    """The worker and, beside it, the hourly purge of old finished events and (PostgreSQL)
+    the LISTEN that wakes it for events stored by other processes."""
     from languagebuddy.inbox.housekeeping import keep_tidy
 
-    tidy = asyncio.create_task(
-        keep_tidy(services.inbox, services.settings.inbox_retention_days, stop)
-    )
+    settings = services.settings
+    worker = build_worker(services)
+    helpers = [asyncio.create_task(keep_tidy(services.inbox, settings.inbox_retention_days, stop))]
+    if not settings.is_sqlite:
+        from languagebuddy.inbox.notify import wake_on_notify
+
+        helpers.append(
+            asyncio.create_task(wake_on_notify(settings.database_url, worker.wake, stop))
+        )
     try:
-        await build_worker(services).run(stop)
+        await worker.run(stop)
     finally:
-        tidy.cancel()
-        with suppress(asyncio.CancelledError):
-            await tidy
+        for task in helpers:
+            task.cancel()
+        for task in helpers:
+            with suppress(asyncio.CancelledError):
+                await task

@@ -75,7 +75,7 @@ class Worker:
         # One token per stored event wakes one idle slot (not all of them racing for one item);
         # a token put while every slot is busy waits in the queue, so no wake-up is lost.
         self._wakeups: asyncio.Queue[None] = asyncio.Queue(maxsize=self.options.concurrency)
-        inbox.on_put(self._wake)
+        inbox.on_put(self.wake)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.channels:
@@ -90,7 +90,7 @@ class Worker:
             await stop.wait()
             # Drain: no new claims; items in hand get ``drain_seconds`` to finish (a deploy
             # should not make learners wait for a lease to expire).
-            self._wake(self.options.concurrency)
+            self.wake(self.options.concurrency)
             await asyncio.wait(slots, timeout=self.options.drain_seconds)
         finally:
             for task in slots:
@@ -132,7 +132,9 @@ class Worker:
             except TimeoutError:  # nothing announced: poll (other processes' puts, retries due)
                 idle = min(idle * 2, self.options.idle_poll_seconds)
 
-    def _wake(self, new: int) -> None:
+    def wake(self, new: int) -> None:
+        """``new`` items may be claimable: wake as many idle slots (an in-process put, or a
+        PostgreSQL notification from another process)."""
         for _ in range(min(new, self.options.concurrency)):
             with suppress(asyncio.QueueFull):
                 self._wakeups.put_nowait(None)
