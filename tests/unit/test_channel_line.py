@@ -101,6 +101,7 @@ def test_parse_unsupported_and_ignored(channel: LineChannel) -> None:
         line_event(None, kind="follow"),
         line_event(None, kind="unfollow", reply_token=None),
         {**line_event({"id": "3", "type": "text", "text": "x"}), "mode": "standby"},
+        line_event({"id": "4", "type": "text", "text": "y"}, user_id=""),  # no one to answer
     ]
     parsed = channel.parse(line_body(events))
     assert [(e.kind, e.unsupported_type) for e in parsed] == [

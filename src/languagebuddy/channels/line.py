@@ -306,7 +306,7 @@ def _parse_event(raw: dict[str, Any], *, received_at: float) -> InboundEvent | N
         raise BadPayload("message event without message/source")
     user_id = source.get("userId")
     message_id = message.get("id")
-    if not isinstance(user_id, str) or not isinstance(message_id, str | int):
+    if not isinstance(user_id, str) or not user_id or not isinstance(message_id, str | int):
         return None  # e.g. a group member who has not consented to share their id
     event_id = raw.get("webhookEventId")
     context = raw.get("deliveryContext") if isinstance(raw.get("deliveryContext"), dict) else {}
