@@ -62,9 +62,8 @@ async def _reset_postgres(url: str) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.drop_all)
-        # and what migrations leave beside the tables, so the next upgrade starts from zero
+        # and alembic's version table, so the next upgrade starts from zero
         await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        await conn.execute(text("DROP FUNCTION IF EXISTS lb_inbox_notify()"))
     await engine.dispose()
 
 

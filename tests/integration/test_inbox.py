@@ -297,24 +297,28 @@ async def test_purge_keeps_what_a_redelivery_could_still_need(engine: AsyncEngin
 
 
 async def test_a_put_in_one_process_wakes_workers_in_another(postgres_url: str) -> None:
-    """PostgreSQL: the migrated inbox NOTIFYs on insert; a LISTENing worker process is woken
-    at once rather than at its next poll."""
+    """PostgreSQL: the storing process NOTIFYs beside its transactions; a LISTENing worker
+    process is woken at once rather than at its next poll, and reconnects if dropped."""
     from sqlalchemy import text
 
-    from languagebuddy.inbox.notify import wake_on_notify
-    from languagebuddy.store.db import make_engine
-    from languagebuddy.store.migrate import upgrade
+    from languagebuddy.inbox.notify import Notifier, wake_on_notify
+    from languagebuddy.store.db import create_all, make_engine
     from tests.conftest import _reset_postgres
 
     await _reset_postgres(postgres_url)
-    await upgrade(postgres_url)
     engine = make_engine(postgres_url)  # the webhook process
+    await create_all(engine)
+    inbox = Inbox(engine)
+    notifier = Notifier(engine)
+    inbox.on_put(notifier.poke)
     woken: list[int] = []
     stop = asyncio.Event()
-    listener = asyncio.create_task(
-        wake_on_notify(postgres_url, woken.append, stop, retry_seconds=0.2)
-    )
-    inbox = Inbox(engine)
+    tasks = [
+        asyncio.create_task(notifier.run(stop)),
+        asyncio.create_task(
+            wake_on_notify(postgres_url, lambda: woken.append(1), stop, retry_seconds=0.2)
+        ),
+    ]
     numbers = iter(range(10_000))
 
     async def put_until_woken() -> None:
@@ -329,12 +333,20 @@ async def test_a_put_in_one_process_wakes_workers_in_another(postgres_url: str) 
     try:
         await put_until_woken()
         seen = len(woken)
-        await inbox.put(event(next(numbers)))
+        assert await inbox.put(event(next(numbers)))
         for _ in range(50):
             if len(woken) > seen:
                 break
             await asyncio.sleep(0.02)
-        assert len(woken) == seen + 1  # one insert statement, one wake-up
+        assert len(woken) == seen + 1  # one put, one wake-up
+        burst = await asyncio.gather(*(inbox.put(event(next(numbers))) for _ in range(20)))
+        assert all(burst)
+        await asyncio.sleep(0.3)
+        assert seen + 1 <= len(woken) <= seen + 8  # coalesced: a few notifications, not 20
+        seen = len(woken)
+        assert not await inbox.put(event(0))  # a duplicate stores nothing and wakes no one
+        await asyncio.sleep(0.3)
+        assert len(woken) == seen
         # The server drops the listening connection: the listener reconnects by itself.
         async with engine.begin() as conn:
             dropped = await conn.execute(
@@ -347,5 +359,5 @@ async def test_a_put_in_one_process_wakes_workers_in_another(postgres_url: str) 
         await put_until_woken()
     finally:
         stop.set()
-        await asyncio.wait_for(listener, timeout=10)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
         await engine.dispose()

@@ -1,13 +1,21 @@
-"""Cross-process wake-up on PostgreSQL: an insert into the inbox NOTIFYs ``lb_inbox`` (a
-statement trigger, so the webhook path pays no extra round trip), and each worker process LISTENs
-and wakes a slot at once instead of waiting for its next poll. SQLite has no such thing: there a
-worker in another process polls (up to ``idle_poll_seconds``)."""
+"""Cross-process wake-up on PostgreSQL: the process that stores events NOTIFYs ``lb_inbox``,
+and each worker process LISTENs and wakes a slot at once instead of waiting for its next poll.
+SQLite has no such thing: there a worker in another process polls (up to ``idle_poll_seconds``).
+
+The NOTIFY is sent beside the webhook path, never inside its transaction: PostgreSQL serialises
+the commits of transactions that notify, which under load turned a 10 ms p99 acknowledgement
+into hundreds of milliseconds (bench/webhooks.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from languagebuddy.logs import get_logger
 
@@ -15,28 +23,45 @@ log = get_logger(__name__)
 
 CHANNEL = "lb_inbox"
 
-# Run by the migration (and by create_all for tests); idempotent.
-CREATE_TRIGGER = [
-    f"""CREATE OR REPLACE FUNCTION lb_inbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{CHANNEL}', '');
-    RETURN NULL;
-END $$""",
-    "DROP TRIGGER IF EXISTS inbox_notify ON inbox",
-    "CREATE TRIGGER inbox_notify AFTER INSERT ON inbox"
-    " FOR EACH STATEMENT EXECUTE FUNCTION lb_inbox_notify()",
-]
-DROP_TRIGGER = [
-    "DROP TRIGGER IF EXISTS inbox_notify ON inbox",
-    "DROP FUNCTION IF EXISTS lb_inbox_notify()",
-]
+
+class Notifier:
+    """Coalesces "events were stored" into at most one NOTIFY per ``interval`` seconds: a
+    worker elsewhere learns of new events within that, and a burst of webhooks costs a few
+    notifications, not one each."""
+
+    def __init__(self, engine: AsyncEngine, interval: float = 0.05) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._pending = asyncio.Event()
+
+    def poke(self, _new: int = 1) -> None:
+        """An ``Inbox.on_put`` listener: cheap, never waits."""
+        self._pending.set()
+
+    async def run(self, stop: asyncio.Event, retry_seconds: float = 1.0) -> None:
+        while not stop.is_set():
+            await _first_of(self._pending.wait(), stop.wait())
+            if stop.is_set():
+                return
+            self._pending.clear()
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+            except Exception as exc:  # polling still finds the events
+                log.warning("inbox notify failed", error=type(exc).__name__)
+                pause = retry_seconds
+            else:
+                pause = self._interval
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
 
 
 async def wake_on_notify(
-    database_url: str, wake: Callable[[int], None], stop: asyncio.Event, retry_seconds: float = 5
+    database_url: str, wake: Callable[[], None], stop: asyncio.Event, retry_seconds: float = 5
 ) -> None:
-    """Hold a LISTEN connection until ``stop``, calling ``wake(1)`` for each notification;
-    reconnect after ``retry_seconds`` when the connection drops (polling covers the gap)."""
+    """Hold a LISTEN connection until ``stop``, calling ``wake()`` for each notification (one
+    may stand for several events); reconnect after ``retry_seconds`` when the connection drops
+    (polling covers the gap)."""
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     while not stop.is_set():
         try:
@@ -48,7 +73,7 @@ async def wake_on_notify(
                 await asyncio.wait_for(stop.wait(), timeout=retry_seconds)
 
 
-async def _listen(dsn: str, wake: Callable[[int], None], stop: asyncio.Event) -> None:
+async def _listen(dsn: str, wake: Callable[[], None], stop: asyncio.Event) -> None:
     """One connection's life: until ``stop`` or until the server drops it."""
     import asyncpg
 
@@ -56,13 +81,18 @@ async def _listen(dsn: str, wake: Callable[[int], None], stop: asyncio.Event) ->
     lost = asyncio.Event()
     try:
         conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(CHANNEL, lambda *_: wake(1))
-        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
+        await conn.add_listener(CHANNEL, lambda *_: wake())
+        await _first_of(stop.wait(), lost.wait())
     finally:
         with suppress(Exception):
             await conn.close(timeout=5)
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.create_task(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -46,17 +46,9 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
 
 
 async def create_all(engine: AsyncEngine) -> None:
-    """Create the schema directly (tests that do not exercise migrations), with the same
-    PostgreSQL inbox trigger the migrations add."""
-    from sqlalchemy import text
-
-    from languagebuddy.inbox.notify import CREATE_TRIGGER
-
+    """Create the schema directly (tests that do not exercise migrations)."""
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
-        if engine.dialect.name == "postgresql":
-            for statement in CREATE_TRIGGER:
-                await conn.execute(text(statement))
 
 
 async def ping(engine: AsyncEngine) -> bool:

@@ -44,19 +44,25 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         services = await start_services(settings or get_settings())
         app.state.services = services
         stop = asyncio.Event()
-        worker_task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
+        if not services.settings.is_sqlite:  # wake workers of other processes at once
+            from languagebuddy.inbox.notify import Notifier
+
+            notifier = Notifier(services.engine)
+            services.inbox.on_put(notifier.poke)
+            tasks.append(asyncio.create_task(notifier.run(stop)))
         if run_worker:
             from languagebuddy.inbox.runner import run_worker as run_inbox_worker
 
-            worker_task = asyncio.create_task(run_inbox_worker(services, stop))
+            tasks.append(asyncio.create_task(run_inbox_worker(services, stop)))
         log.info("service started", channels=sorted(services.channels), worker=run_worker)
         try:
             yield
         finally:
             stop.set()
-            if worker_task is not None:
-                with suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(worker_task, timeout=30)
+            for task in tasks:
+                with suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, timeout=30)
             await services.aclose()
 
     app = FastAPI(title="LanguageBuddy", lifespan=lifespan, docs_url=None, redoc_url=None)
