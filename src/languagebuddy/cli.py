@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import getpass
 import json
 import signal
@@ -20,6 +21,14 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 learner_app = typer.Typer(no_args_is_help=True, help="A learner's data.")
 app.add_typer(db_app, name="db")
 app.add_typer(learner_app, name="learner")
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (SQLAlchemy, pydantic, FastAPI, the SDKs: it lives as long as
+    the process) out of the cyclic collector. Left in, every full collection walked it again:
+    pauses of 115-135 ms every few seconds under load, which were the webhooks' p99."""
+    gc.collect()
+    gc.freeze()
 
 
 def _settings() -> Settings:
@@ -45,8 +54,10 @@ def serve(
     from languagebuddy.web.app import create_app
 
     settings = _settings()
+    app_ = create_app(settings, run_worker=not no_worker)
+    freeze_startup_heap()
     uvicorn.run(
-        create_app(settings, run_worker=not no_worker),
+        app_,
         host=host,
         port=port,
         proxy_headers=True,
@@ -66,6 +77,7 @@ def worker() -> None:
         from languagebuddy.web.app import start_services
 
         services = await start_services(settings)
+        freeze_startup_heap()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
