@@ -54,10 +54,10 @@ def serve(
     from languagebuddy.web.app import create_app
 
     settings = _settings()
-    app_ = create_app(settings, run_worker=not no_worker)
+    web_app = create_app(settings, run_worker=not no_worker)
     freeze_startup_heap()
     uvicorn.run(
-        app_,
+        web_app,
         host=host,
         port=port,
         proxy_headers=True,
