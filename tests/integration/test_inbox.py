@@ -223,6 +223,15 @@ async def test_put_recovers_after_postgres_drops_its_connections(postgres_url: s
         await engine.dispose()
 
 
+async def stop_once_started(worker: Worker, started: asyncio.Event) -> None:
+    """Run ``worker`` until its handler has begun, then stop it as a shutdown would."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+
+
 async def test_stopping_worker_finishes_the_item_in_hand(engine: AsyncEngine) -> None:
     inbox = Inbox(engine)
     await inbox.put(event(1))
@@ -234,11 +243,7 @@ async def test_stopping_worker_finishes_the_item_in_hand(engine: AsyncEngine) ->
         handled.append(item.id)
 
     worker = Worker(inbox, handler, CHANNELS, WorkerOptions(concurrency=2, drain_seconds=10))
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    await asyncio.wait_for(started.wait(), timeout=10)
-    stop.set()
-    await asyncio.wait_for(task, timeout=10)
+    await stop_once_started(worker, started)
     [item] = await rows(engine)
     assert handled == [item.id] and item.status == DONE
 
@@ -253,11 +258,7 @@ async def test_stopping_worker_releases_what_it_cannot_finish(engine: AsyncEngin
         await asyncio.Event().wait()
 
     worker = Worker(inbox, stuck, CHANNELS, WorkerOptions(drain_seconds=0.2, lease_seconds=300))
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    await asyncio.wait_for(started.wait(), timeout=10)
-    stop.set()
-    await asyncio.wait_for(task, timeout=10)
+    await stop_once_started(worker, started)
     [item] = await rows(engine)
     assert (item.status, item.attempts, item.lease_owner) == (PENDING, 0, None)
     # Claimable again at once, not after the 300 s lease.
