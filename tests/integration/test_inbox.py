@@ -362,3 +362,44 @@ async def test_a_put_in_one_process_wakes_workers_in_another(postgres_url: str) 
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
         await engine.dispose()
+
+
+async def test_a_notified_worker_starts_before_its_next_poll(postgres_url: str) -> None:
+    """The wiring ``run_worker`` uses: a worker whose slots have backed off to long polls
+    handles an event stored by another process as soon as the notification arrives."""
+    from languagebuddy.inbox.notify import Notifier, wake_on_notify
+    from languagebuddy.inbox.runner import wake_every_slot
+    from languagebuddy.store.db import create_all, make_engine
+    from tests.conftest import _reset_postgres
+
+    await _reset_postgres(postgres_url)
+    webhook_engine, worker_engine = make_engine(postgres_url), make_engine(postgres_url)
+    await create_all(webhook_engine)
+    producer, consumer = Inbox(webhook_engine), Inbox(worker_engine)
+    notifier = Notifier(webhook_engine)
+    producer.on_put(notifier.poke)
+    handled = asyncio.Event()
+
+    async def handler(item: Claimed) -> None:
+        handled.set()
+
+    worker = Worker(consumer, handler, CHANNELS, WorkerOptions(concurrency=2, idle_poll_seconds=60))
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(notifier.run(stop)),
+        asyncio.create_task(wake_on_notify(postgres_url, wake_every_slot(worker), stop)),
+        asyncio.create_task(worker.run(stop)),
+    ]
+    try:
+        # Idle slots back off 0.05, 0.1, … 0.8 s (1.55 s in all), then wait 1.6 s: at 2 s the
+        # next poll is more than a second away.
+        await asyncio.sleep(2.0)
+        started = time.monotonic()
+        await producer.put(event(1))
+        await asyncio.wait_for(handled.wait(), timeout=10)
+        assert time.monotonic() - started < 1.0
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        await webhook_engine.dispose()
+        await worker_engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -26,6 +27,12 @@ def build_worker(services: Any, channels: list[str] | None = None) -> Worker:
     return Worker(services.inbox, pipeline, served, options)
 
 
+def wake_every_slot(worker: Worker) -> Callable[[], None]:
+    """A notification may stand for a burst of events: every idle slot looks (SKIP LOCKED keeps
+    the race cheap on PostgreSQL)."""
+    return lambda: worker.wake(worker.options.concurrency)
+
+
 async def run_worker(services: Any, stop: asyncio.Event) -> None:
     """The worker and, beside it, the hourly purge of old finished events and (PostgreSQL)
     the LISTEN that wakes it for events stored by other processes."""
@@ -37,9 +44,8 @@ async def run_worker(services: Any, stop: asyncio.Event) -> None:
     if not settings.is_sqlite:
         from languagebuddy.inbox.notify import wake_on_notify
 
-        helpers.append(
-            asyncio.create_task(wake_on_notify(settings.database_url, worker.wake, stop))
-        )
+        listen = wake_on_notify(settings.database_url, wake_every_slot(worker), stop)
+        helpers.append(asyncio.create_task(listen))
     try:
         await worker.run(stop)
     finally:
