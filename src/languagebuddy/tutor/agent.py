@@ -141,14 +141,12 @@ class Tutor:
     async def _converse(
         self, learner_id: int, turn: TutorInput, on_delta: OnDelta | None
     ) -> TutorReply:
-        usage = _Usage()
-        timings: dict[str, float] = {}
         # Folding old turns into the summary is housekeeping: it runs beside the reply, which
         # uses the summary as it stands (the next turn gets the new one), so the learner never
         # waits for an extra model call.
         summary_task = asyncio.create_task(self._refresh_summary(learner_id))
         try:
-            reply = await self._answer(learner_id, turn, on_delta, usage, timings)
+            reply = await self._answer(learner_id, turn, on_delta)
         except BaseException:
             summary_task.cancel()  # the event is retried; so is the summary, next time
             with suppress(asyncio.CancelledError):
@@ -175,9 +173,9 @@ class Tutor:
         learner_id: int,
         turn: TutorInput,
         on_delta: OnDelta | None,
-        usage: _Usage,
-        timings: dict[str, float],
     ) -> TutorReply:
+        usage = _Usage()
+        timings: dict[str, float] = {}
         async with self._sessions() as session:
             learner = await repos.get_learner(session, learner_id)
             if learner is None:
