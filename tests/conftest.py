@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from languagebuddy.store.db import create_all, make_engine
+from tests.fakes.openai import FakeOpenAI
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "LB_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -92,3 +93,18 @@ async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
     await create_all(eng)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    """One fake OpenAI per test module (starting a server per test would dominate the time)."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """The module's fake OpenAI with no script and no recorded requests left by other tests."""
+    fake_openai_server.reset()
+    yield fake_openai_server
+    fake_openai_server.reset()

@@ -73,7 +73,7 @@ def worker() -> None:
     settings = _settings()
 
     async def main() -> None:
-        from languagebuddy.inbox.runner import run_worker
+        from languagebuddy.services import run_worker
         from languagebuddy.web.app import start_services
 
         services = await start_services(settings)

@@ -14,9 +14,8 @@ from languagebuddy.channels.console import ConsoleChannel
 from languagebuddy.config import Settings
 from languagebuddy.events import InboundEvent, Kind
 from languagebuddy.inbox.queue import DEAD, DONE
-from languagebuddy.inbox.runner import build_worker
 from languagebuddy.inbox.worker import Worker
-from languagebuddy.services import Services
+from languagebuddy.services import Services, build_worker
 
 WAIT_SECONDS = 300.0
 

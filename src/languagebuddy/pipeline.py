@@ -11,18 +11,24 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING
 
-from languagebuddy.channels.base import Channel, DeliveryError
+from languagebuddy.channels.base import Channel
 from languagebuddy.channels.split import split_text
+from languagebuddy.errors import DeliveryError, ModelUnavailable, PermanentFailure
 from languagebuddy.events import InboundEvent, Kind, OutboundPart
 from languagebuddy.inbox.queue import Claimed, Inbox
-from languagebuddy.inbox.worker import PermanentFailure
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import STAGE_SECONDS
 from languagebuddy.store import repos
 from languagebuddy.store.models import OutboxPart, Turn
-from languagebuddy.tutor.api import ModelUnavailable, TutorInput, TutorReply
+from languagebuddy.tutor.api import TutorInput, TutorReply
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from languagebuddy.services import Services
+    from languagebuddy.tutor.agent import Tutor
 
 log = get_logger(__name__)
 
@@ -53,13 +59,12 @@ class _Stage:
 class MessagePipeline:
     """Handles one claimed inbox item end to end (the worker's handler)."""
 
-    def __init__(self, services: Any, tutor: Any, inbox: Inbox) -> None:
-        self.services = services
+    def __init__(self, services: Services, tutor: Tutor) -> None:
         self.settings = services.settings
         self.sessions = services.sessions
         self.channels: dict[str, Channel] = services.channels
         self.tutor = tutor
-        self.inbox = inbox
+        self.inbox: Inbox = services.inbox
 
     async def __call__(self, item: Claimed) -> None:
         event = item.event
@@ -80,16 +85,17 @@ class MessagePipeline:
         event = item.event
         clock = StageClock()
         typing = asyncio.create_task(_keep_typing(channel, event))
-        with clock.stage("learner"):
-            learner_id = await self._learner_id(event)
         try:
+            with clock.stage("learner"):
+                learner_id = await self._learner_id(event)
             with clock.stage("media"):
                 turn_input = await self._prepare_input(event, channel)
             with clock.stage("tutor"):
-                reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
-        except ModelUnavailable:
-            await self._apologise_once(item, channel, learner_id)
-            raise
+                try:
+                    reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
+                except ModelUnavailable:
+                    await self._apologise_once(item, channel, learner_id)
+                    raise
         finally:
             typing.cancel()
             with suppress(asyncio.CancelledError, Exception):
@@ -226,17 +232,16 @@ class MessagePipeline:
 
 
 async def _keep_typing(channel: Channel, event: InboundEvent) -> None:
-    """Show the typing indicator until cancelled; re-sent where the platform's indicator
-    expires sooner than a slow answer (``typing_interval`` seconds, e.g. Telegram's 5 s)."""
-    interval: float | None = getattr(channel, "typing_interval", None)
+    """Show the typing indicator until cancelled, sent again every ``typing_interval``
+    seconds where the platform's indicator fades sooner than a slow answer."""
     while True:
         await channel.typing(event)
-        if not interval:
+        if not channel.typing_interval:
             return
-        await asyncio.sleep(interval)
+        await asyncio.sleep(channel.typing_interval)
 
 
-async def _outbound_turn(session: Any, inbox_item_id: int) -> Turn | None:
+async def _outbound_turn(session: AsyncSession, inbox_item_id: int) -> Turn | None:
     from sqlalchemy import select
 
     row = await session.execute(

@@ -1,8 +1,16 @@
-"""The process's long-lived objects, built once from settings and shared by the web app,
-the worker and the CLI: database engine, inbox, channels, tutor and the OpenAI client."""
+"""The process's long-lived objects and how they are wired: database engine, inbox, channels,
+the OpenAI client, and the worker that runs the message pipeline over them.
+
+Built once from settings and shared by the web app, the `worker` process and the CLI. This is
+the only module that knows every layer; the layers below it (inbox, channels, tutor, pipeline)
+get their collaborators from here instead of building each other.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from openai import AsyncOpenAI
@@ -11,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from languagebuddy.channels.base import Channel
 from languagebuddy.config import Settings
 from languagebuddy.inbox.queue import Inbox
+from languagebuddy.inbox.worker import Worker, WorkerOptions
 from languagebuddy.store.db import make_engine, make_sessionmaker
 
 
@@ -55,3 +64,50 @@ def build_services(settings: Settings, *, with_channels: bool = True) -> Service
 
         services.channels = build_channels(settings)
     return services
+
+
+def build_worker(services: Services, channels: list[str] | None = None) -> Worker:
+    """A worker whose handler is the message pipeline over these services' tutor and channels."""
+    from languagebuddy.pipeline import MessagePipeline
+    from languagebuddy.tutor.agent import Tutor
+
+    settings = services.settings
+    tutor = Tutor(settings, services.sessions, services.openai)
+    pipeline = MessagePipeline(services, tutor)
+    options = WorkerOptions(
+        concurrency=settings.worker_concurrency,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+    )
+    served = channels if channels is not None else sorted(services.channels)
+    return Worker(services.inbox, pipeline, served, options)
+
+
+def wake_every_slot(worker: Worker) -> Callable[[], None]:
+    """A notification may stand for a burst of events: every idle slot looks (SKIP LOCKED keeps
+    the race cheap on PostgreSQL)."""
+    return lambda: worker.wake(worker.options.concurrency)
+
+
+async def run_worker(services: Services, stop: asyncio.Event) -> None:
+    """The worker and, beside it, the hourly purge of old finished events and (PostgreSQL)
+    the LISTEN that wakes it for events stored by other processes."""
+    from languagebuddy.inbox.housekeeping import keep_tidy
+
+    settings = services.settings
+    worker = build_worker(services)
+    helpers = [asyncio.create_task(keep_tidy(services.inbox, settings.inbox_retention_days, stop))]
+    if not settings.is_sqlite:
+        from languagebuddy.inbox.notify import wake_on_notify
+
+        listen = wake_on_notify(settings.database_url, wake_every_slot(worker), stop)
+        helpers.append(asyncio.create_task(listen))
+    try:
+        await worker.run(stop)
+    finally:
+        for task in helpers:
+            task.cancel()
+        for task in helpers:
+            with suppress(asyncio.CancelledError):
+                await task

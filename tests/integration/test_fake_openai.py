@@ -1,9 +1,8 @@
-"""The fake OpenAI speaks the real protocol: checked with the official SDK over real HTTP."""
+"""The fake_openai OpenAI speaks the real protocol: checked with the official SDK over real HTTP."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -14,21 +13,8 @@ from tests.fakes.openai import FakeOpenAI
 MESSAGES = [{"role": "user", "content": "Hola, me llamo Ana"}]
 
 
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()
-
-
-async def test_wrong_key_is_401_with_openai_error_body(fake: FakeOpenAI) -> None:
-    client = AsyncOpenAI(api_key="sk-wrong", base_url=fake.base_url, max_retries=0)
+async def test_wrong_key_is_401_with_openai_error_body(fake_openai: FakeOpenAI) -> None:
+    client = AsyncOpenAI(api_key="sk-wrong", base_url=fake_openai.base_url, max_retries=0)
     with pytest.raises(openai.AuthenticationError) as caught:
         await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert caught.value.status_code == 401
@@ -37,19 +23,19 @@ async def test_wrong_key_is_401_with_openai_error_body(fake: FakeOpenAI) -> None
     assert caught.value.body["param"] is None  # type: ignore[index]
 
 
-async def test_default_reply_quotes_the_learner(fake: FakeOpenAI) -> None:
-    response = await fake.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
+async def test_default_reply_quotes_the_learner(fake_openai: FakeOpenAI) -> None:
+    response = await fake_openai.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert response.object == "chat.completion"
     assert "Hola, me llamo Ana" in (response.choices[0].message.content or "")
     assert response.usage is not None and response.usage.total_tokens > 0
-    (request,) = fake.requests()
-    assert request.headers["authorization"] == f"Bearer {fake.api_key}"
+    (request,) = fake_openai.requests()
+    assert request.headers["authorization"] == f"Bearer {fake_openai.api_key}"
     assert request.json()["messages"] == MESSAGES
 
 
-async def test_scripted_tool_calls_non_stream(fake: FakeOpenAI) -> None:
-    fake.reply_tools(("set_level", {"level": "B1"}), ("set_name", '{"name": "Ana"}'))
-    response = await fake.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
+async def test_scripted_tool_calls_non_stream(fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply_tools(("set_level", {"level": "B1"}), ("set_name", '{"name": "Ana"}'))
+    response = await fake_openai.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
@@ -58,9 +44,11 @@ async def test_scripted_tool_calls_non_stream(fake: FakeOpenAI) -> None:
     assert calls[0].id != calls[1].id
 
 
-async def test_stream_yields_chunks_tool_deltas_and_usage(fake: FakeOpenAI) -> None:
-    fake.reply_tools(("record_vocabulary", {"items": [{"term": "gato"}]}), text="Un gato bonito")
-    stream = await fake.client().chat.completions.create(
+async def test_stream_yields_chunks_tool_deltas_and_usage(fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply_tools(
+        ("record_vocabulary", {"items": [{"term": "gato"}]}), text="Un gato bonito"
+    )
+    stream = await fake_openai.client().chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     text, args, names, usage = "", "", "", None
@@ -76,17 +64,17 @@ async def test_stream_yields_chunks_tool_deltas_and_usage(fake: FakeOpenAI) -> N
     assert names == "record_vocabulary"
     assert args == '{"items": [{"term": "gato"}]}'
     assert usage is not None and usage.completion_tokens > 0
-    raw = fake.requests()[0]
+    raw = fake_openai.requests()[0]
     assert raw.json()["stream"] is True
 
 
-async def test_raw_sse_ends_with_done(fake: FakeOpenAI) -> None:
+async def test_raw_sse_ends_with_done(fake_openai: FakeOpenAI) -> None:
     import httpx
 
     async with httpx.AsyncClient() as http:
         response = await http.post(
-            f"{fake.base_url}/chat/completions",
-            headers={"Authorization": f"Bearer {fake.api_key}"},
+            f"{fake_openai.base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {fake_openai.api_key}"},
             json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
         )
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -95,45 +83,47 @@ async def test_raw_sse_ends_with_done(fake: FakeOpenAI) -> None:
     assert lines[-1] == "data: [DONE]"
 
 
-async def test_429_retry_after_is_honoured_by_the_sdk(fake: FakeOpenAI) -> None:
-    fake.fail(429, retry_after=0.3)
+async def test_429_retry_after_is_honoured_by_the_sdk(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail(429, retry_after=0.3)
     started = time.monotonic()
-    response = await fake.client(max_retries=2).chat.completions.create(
+    response = await fake_openai.client(max_retries=2).chat.completions.create(
         model="gpt-4o", messages=MESSAGES
     )
     assert time.monotonic() - started >= 0.3
     assert response.choices[0].message.content
-    assert len(fake.requests()) == 2
+    assert len(fake_openai.requests()) == 2
 
 
-async def test_persistent_500_and_unknown_path(fake: FakeOpenAI) -> None:
-    fake.fail(500, times=None, retry_after=0.01)
+async def test_persistent_500_and_unknown_path(fake_openai: FakeOpenAI) -> None:
+    fake_openai.fail(500, times=None, retry_after=0.01)
     with pytest.raises(openai.InternalServerError):
-        await fake.client(max_retries=2).chat.completions.create(model="m", messages=MESSAGES)
-    assert len(fake.requests()) == 3
+        await fake_openai.client(max_retries=2).chat.completions.create(
+            model="m", messages=MESSAGES
+        )
+    assert len(fake_openai.requests()) == 3
     with pytest.raises(openai.NotFoundError):
-        await fake.client(max_retries=0).models.list()
+        await fake_openai.client(max_retries=0).models.list()
 
 
-async def test_slow_response_times_out(fake: FakeOpenAI) -> None:
-    fake.slow(2.0)
+async def test_slow_response_times_out(fake_openai: FakeOpenAI) -> None:
+    fake_openai.slow(2.0)
     with pytest.raises(openai.APITimeoutError):
-        await fake.client(max_retries=0, timeout=0.3).chat.completions.create(
+        await fake_openai.client(max_retries=0, timeout=0.3).chat.completions.create(
             model="m", messages=MESSAGES
         )
 
 
-async def test_when_predicate_routes_scripts(fake: FakeOpenAI) -> None:
-    fake.reply("vision answer", when=lambda body: body["model"] == "vision")
-    client = fake.client()
+async def test_when_predicate_routes_scripts(fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply("vision answer", when=lambda body: body["model"] == "vision")
+    client = fake_openai.client()
     first = await client.chat.completions.create(model="chat", messages=MESSAGES)
     second = await client.chat.completions.create(model="vision", messages=MESSAGES)
     assert first.choices[0].message.content != "vision answer"
     assert second.choices[0].message.content == "vision answer"
-    assert fake.pending() == 0
+    assert fake_openai.pending() == 0
 
 
-async def test_extension_points_for_audio_and_realtime(fake: FakeOpenAI) -> None:
+async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) -> None:
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
@@ -145,17 +135,17 @@ async def test_extension_points_for_audio_and_realtime(fake: FakeOpenAI) -> None
         await websocket.send_json({"type": "session.created", "event_id": "event_1"})
         await websocket.close()
 
-    fake.add_endpoint("/v1/audio/speech", "speech", speech)
-    fake.add_websocket("/v1/realtime", realtime)
+    fake_openai.add_endpoint("/v1/audio/speech", "speech", speech)
+    fake_openai.add_websocket("/v1/realtime", realtime)
     try:
-        audio = await fake.client().audio.speech.create(
+        audio = await fake_openai.client().audio.speech.create(
             model="gpt-4o-mini-tts", voice="alloy", input="hola", response_format="pcm"
         )
         assert audio.content == b"\x00\x01" * 10
         from websockets.asyncio.client import connect
 
-        async with connect(f"{fake.server.ws_url}/v1/realtime") as ws:
+        async with connect(f"{fake_openai.server.ws_url}/v1/realtime") as ws:
             assert "session.created" in await ws.recv()
     finally:
-        fake.handlers.pop("/v1/audio/speech")
-        fake.app.router.routes.pop()
+        fake_openai.handlers.pop("/v1/audio/speech")
+        fake_openai.app.router.routes.pop()

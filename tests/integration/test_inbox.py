@@ -368,7 +368,7 @@ async def test_a_notified_worker_starts_before_its_next_poll(postgres_url: str) 
     """The wiring ``run_worker`` uses: a worker whose slots have backed off to long polls
     handles an event stored by another process as soon as the notification arrives."""
     from languagebuddy.inbox.notify import Notifier, wake_on_notify
-    from languagebuddy.inbox.runner import wake_every_slot
+    from languagebuddy.services import wake_every_slot
     from languagebuddy.store.db import create_all, make_engine
     from tests.conftest import _reset_postgres
 

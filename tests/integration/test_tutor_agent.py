@@ -1,4 +1,4 @@
-"""The tutor against the fake OpenAI (real HTTP, official SDK) and real databases."""
+"""The tutor against the fake_openai OpenAI (real HTTP, official SDK) and real databases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,41 +16,30 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from languagebuddy.config import Settings, load_settings
+from languagebuddy.errors import ModelUnavailable
 from languagebuddy.events import Kind
+from languagebuddy.media.types import PreparedImage
 from languagebuddy.metrics import MODEL_CALLS
 from languagebuddy.services import make_openai_client
 from languagebuddy.store import repos
 from languagebuddy.store.db import make_sessionmaker
 from languagebuddy.store.models import Turn, Usage
 from languagebuddy.tutor.agent import Tutor
-from languagebuddy.tutor.api import ModelUnavailable, PreparedImage, TutorInput
+from languagebuddy.tutor.api import TutorInput
 from tests.fakes.openai import FakeOpenAI
 
 CHAT_MODEL = "chat-model"
 VISION_MODEL = "vision-model"
 
 
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()
-
-
 TutorFactory = Callable[..., Tutor]
 
 
-def _factory(engine: AsyncEngine, fake: FakeOpenAI) -> TutorFactory:
+def _factory(engine: AsyncEngine, fake_openai: FakeOpenAI) -> TutorFactory:
     def build(**overrides: Any) -> Tutor:
         values: dict[str, Any] = {
-            "openai_api_key": fake.api_key,
-            "openai_base_url": fake.base_url,
+            "openai_api_key": fake_openai.api_key,
+            "openai_base_url": fake_openai.base_url,
             "openai_max_retries": 1,
             "openai_timeout_seconds": 5.0,
             "memory_turns": 4,
@@ -65,15 +54,15 @@ def _factory(engine: AsyncEngine, fake: FakeOpenAI) -> TutorFactory:
 
 
 @pytest.fixture
-def make_tutor(engine: AsyncEngine, fake: FakeOpenAI) -> TutorFactory:
+def make_tutor(engine: AsyncEngine, fake_openai: FakeOpenAI) -> TutorFactory:
     """Tutor on SQLite and on PostgreSQL (the ``engine`` fixture runs both)."""
-    return _factory(engine, fake)
+    return _factory(engine, fake_openai)
 
 
 @pytest.fixture
-def make_lite_tutor(sqlite_engine: AsyncEngine, fake: FakeOpenAI) -> TutorFactory:
+def make_lite_tutor(sqlite_engine: AsyncEngine, fake_openai: FakeOpenAI) -> TutorFactory:
     """Tutor on SQLite only, for tests whose database work is not the point."""
-    return _factory(sqlite_engine, fake)
+    return _factory(sqlite_engine, fake_openai)
 
 
 async def new_learner(tutor: Tutor, hint: str | None = "en", **fields: Any) -> int:
@@ -121,17 +110,17 @@ def text_turn(text: str, **kw: Any) -> TutorInput:
 
 
 async def test_onboarding_through_tool_calls_stores_profile(
-    make_tutor: TutorFactory, fake: FakeOpenAI
+    make_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_tutor()
     learner_id = await new_learner(tutor, hint="en")
-    fake.reply_tools(
+    fake_openai.reply_tools(
         ("set_target_language", {"language": "es"}),
         ("set_level", {"level": "A2"}),
         ("set_native_language", {"language": "en"}),
         ("set_name", {"name": "Ana"}),
     )
-    fake.reply("¡Hola, Ana! ¿Qué te gusta hacer?")
+    fake_openai.reply("¡Hola, Ana! ¿Qué te gusta hacer?")
 
     reply = await tutor.respond(learner_id, text_turn("Hi! I'm Ana, I'd like Spanish, A2"))
 
@@ -142,7 +131,7 @@ async def test_onboarding_through_tool_calls_stores_profile(
     assert (learner.target_language, learner.level) == ("es", "A2")
     assert (learner.native_language, learner.display_name) == ("en", "Ana")
 
-    first, second = fake.chat_bodies()
+    first, second = fake_openai.chat_bodies()
     assert first["model"] == CHAT_MODEL
     assert "new" in first["messages"][0]["content"]
     assert {t["function"]["name"] for t in first["tools"]} >= {
@@ -171,21 +160,23 @@ async def test_onboarding_through_tool_calls_stores_profile(
 
 
 async def test_invalid_tool_arguments_are_answered_not_stored(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(tutor)
-    fake.reply_tools(("set_target_language", {"language": "klingon-ish"}), ("set_level", "{bad"))
-    fake.reply("Which language?")
+    fake_openai.reply_tools(
+        ("set_target_language", {"language": "klingon-ish"}), ("set_level", "{bad")
+    )
+    fake_openai.reply("Which language?")
     await tutor.respond(learner_id, text_turn("hmm"))
-    results = fake.chat_bodies()[1]["messages"][-2:]
+    results = fake_openai.chat_bodies()[1]["messages"][-2:]
     assert [json.loads(r["content"])["ok"] for r in results] == [False, False]
     learner = await profile(tutor, learner_id)
     assert learner.target_language is None and learner.level is None
 
 
 async def test_prompt_carries_profile_summary_and_recent_turns(
-    make_tutor: TutorFactory, fake: FakeOpenAI
+    make_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_tutor(memory_turns=4)
     learner_id = await new_learner(
@@ -198,7 +189,7 @@ async def test_prompt_carries_profile_summary_and_recent_turns(
 
     reply = await tutor.respond(learner_id, text_turn("Ayer jugué al fútbol"))
 
-    (body,) = fake.chat_bodies()
+    (body,) = fake_openai.chat_bodies()
     system = body["messages"][0]["content"]
     for expected in ("Ana", "Spanish", "English", "B1", "loves football", "perro"):
         assert expected in system
@@ -210,10 +201,12 @@ async def test_prompt_carries_profile_summary_and_recent_turns(
         ("assistant", "tres"),
         ("user", "Ayer jugué al fútbol"),
     ]
-    assert "Ayer jugué al fútbol" in reply.text  # the fake's default answer quotes it
+    assert "Ayer jugué al fútbol" in reply.text  # the fake_openai's default answer quotes it
 
 
-async def test_record_vocabulary_stores_items(make_tutor: TutorFactory, fake: FakeOpenAI) -> None:
+async def test_record_vocabulary_stores_items(
+    make_tutor: TutorFactory, fake_openai: FakeOpenAI
+) -> None:
     tutor = make_tutor()
     learner_id = await new_learner(tutor, **ONBOARDED)
     words = {
@@ -222,8 +215,8 @@ async def test_record_vocabulary_stores_items(make_tutor: TutorFactory, fake: Fa
             {"term": "rojo", "meaning": "red"},
         ]
     }
-    fake.reply_tools(("record_vocabulary", words), text="¡Una manzana roja! ¿Te gusta?")
-    fake.reply_tools(
+    fake_openai.reply_tools(("record_vocabulary", words), text="¡Una manzana roja! ¿Te gusta?")
+    fake_openai.reply_tools(
         ("record_vocabulary", {"items": [{"term": "rojo", "meaning": "red"}]}),
         text="Rojo otra vez.",
     )
@@ -231,7 +224,7 @@ async def test_record_vocabulary_stores_items(make_tutor: TutorFactory, fake: Fa
     reply = await tutor.respond(learner_id, text_turn("I eat a red apple"))
     assert reply.text == "¡Una manzana roja! ¿Te gusta?"
     # Text next to the tool call is the answer: no second model call.
-    assert len(fake.chat_bodies()) == 1
+    assert len(fake_openai.chat_bodies()) == 1
     await tutor.respond(learner_id, text_turn("rojo"))
 
     async with tutor._sessions() as session:
@@ -243,18 +236,18 @@ async def test_record_vocabulary_stores_items(make_tutor: TutorFactory, fake: Fa
     assert items["rojo"].times_seen == 2
 
 
-async def test_tool_loop_is_bounded(make_lite_tutor: TutorFactory, fake: FakeOpenAI) -> None:
+async def test_tool_loop_is_bounded(make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(tutor, **ONBOARDED)
-    fake.reply_tools(
+    fake_openai.reply_tools(
         ("set_level", {"level": "B1"}),
         times=None,
         when=lambda body: body.get("tool_choice") != "none",
     )
-    fake.reply("Final answer.", when=lambda b: b.get("tool_choice") == "none")
+    fake_openai.reply("Final answer.", when=lambda b: b.get("tool_choice") == "none")
     reply = await tutor.respond(learner_id, text_turn("hola"))
     assert reply.text == "Final answer."
-    bodies = fake.chat_bodies()
+    bodies = fake_openai.chat_bodies()
     assert len(bodies) == 5  # four tool rounds, then one call with tool_choice none
 
 
@@ -262,28 +255,28 @@ async def test_tool_loop_is_bounded(make_lite_tutor: TutorFactory, fake: FakeOpe
 
 
 async def test_429_with_retry_after_then_success(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor(openai_max_retries=2)
     learner_id = await new_learner(tutor, **ONBOARDED)
-    fake.fail(429, retry_after=0.3)
+    fake_openai.fail(429, retry_after=0.3)
     started = time.monotonic()
     reply = await tutor.respond(learner_id, text_turn("hola"))
     assert time.monotonic() - started >= 0.3
     assert "hola" in reply.text
-    assert len(fake.chat_bodies()) == 2
+    assert len(fake_openai.chat_bodies()) == 2
 
 
 async def test_persistent_500_raises_model_unavailable(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor(openai_max_retries=2)
     learner_id = await new_learner(tutor, native_language="fr", target_language="es", level="A1")
     before = MODEL_CALLS.labels("chat", "server_error")._value.get()
-    fake.fail(500, times=None, retry_after=0.01)
+    fake_openai.fail(500, times=None, retry_after=0.01)
     with pytest.raises(ModelUnavailable):
         await tutor.respond(learner_id, text_turn("hola"))
-    assert len(fake.chat_bodies()) == 3  # the SDK retried twice
+    assert len(fake_openai.chat_bodies()) == 3  # the SDK retried twice
     assert MODEL_CALLS.labels("chat", "server_error")._value.get() == before + 1
     assert await tutor.apology(learner_id) == (
         "Désolé, j'ai du mal à réfléchir en ce moment. Je te réponds très vite."
@@ -292,28 +285,28 @@ async def test_persistent_500_raises_model_unavailable(
 
 
 async def test_exhausted_rate_limit_carries_retry_after(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor(openai_max_retries=1)
     learner_id = await new_learner(tutor, **ONBOARDED)
-    fake.fail(429, times=None, retry_after=0.05)
+    fake_openai.fail(429, times=None, retry_after=0.05)
     with pytest.raises(ModelUnavailable) as caught:
         await tutor.respond(learner_id, text_turn("hola"))
     assert caught.value.retry_after == pytest.approx(0.05)
 
 
 async def test_timeout_is_model_unavailable(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor(openai_max_retries=0, openai_timeout_seconds=0.3)
     learner_id = await new_learner(tutor, **ONBOARDED)
-    fake.slow(2.0)
+    fake_openai.slow(2.0)
     with pytest.raises(ModelUnavailable):
         await tutor.respond(learner_id, text_turn("hola"))
 
 
 async def test_wrong_api_key_is_model_unavailable(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor(openai_api_key="sk-wrong", openai_max_retries=0)
     learner_id = await new_learner(tutor, **ONBOARDED)
@@ -325,12 +318,12 @@ async def test_wrong_api_key_is_model_unavailable(
 
 
 async def test_streaming_passes_deltas_and_gives_same_reply(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(tutor, **ONBOARDED)
-    fake.reply_tools(("record_vocabulary", {"items": [{"term": "hola", "meaning": "hi"}]}))
-    fake.reply("Hola, ¿qué tal estás hoy?")
+    fake_openai.reply_tools(("record_vocabulary", {"items": [{"term": "hola", "meaning": "hi"}]}))
+    fake_openai.reply("Hola, ¿qué tal estás hoy?")
     pieces: list[str] = []
 
     async def on_delta(piece: str) -> None:
@@ -339,13 +332,13 @@ async def test_streaming_passes_deltas_and_gives_same_reply(
     reply = await tutor.respond(learner_id, text_turn("hi"), on_delta=on_delta)
     assert reply.text == "Hola, ¿qué tal estás hoy?"
     assert "".join(pieces) == reply.text and len(pieces) > 1
-    assert all(body["stream"] for body in fake.chat_bodies())
+    assert all(body["stream"] for body in fake_openai.chat_bodies())
     async with tutor._sessions() as session:
         assert [v.term for v in await repos.vocabulary(session, learner_id)] == ["hola"]
 
 
 async def test_voice_turn_and_voice_preference(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(tutor, voice_replies=True, **ONBOARDED)
@@ -353,11 +346,13 @@ async def test_voice_turn_and_voice_preference(
     assert reply.voice is True
     assert reply.modality == "voice"
     assert reply.inbound_memory == "me gusta el café"
-    assert fake.chat_bodies()[0]["messages"][-1]["content"] == "(voice note) me gusta el café"
+    assert (
+        fake_openai.chat_bodies()[0]["messages"][-1]["content"] == "(voice note) me gusta el café"
+    )
 
 
 async def test_call_instructions_use_profile_and_memory(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(
@@ -367,7 +362,7 @@ async def test_call_instructions_use_profile_and_memory(
     text = await tutor.call_instructions(learner_id)
     for expected in ("phone call", "Spanish", "B1", "Ana", "trip to Peru", "Una chaqueta"):
         assert expected in text
-    assert fake.chat_bodies() == []
+    assert fake_openai.chat_bodies() == []
 
 
 # -- rolling summary ----------------------------------------------------------------------------
@@ -378,17 +373,17 @@ def _is_summary(body: dict[str, Any]) -> bool:
 
 
 async def test_summary_written_when_window_overflows(
-    make_tutor: TutorFactory, fake: FakeOpenAI
+    make_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_tutor(memory_turns=2)
     learner_id = await new_learner(tutor, summary="Likes cats.", **ONBOARDED)
     ids = await add_turns(tutor, learner_id, [f"t{i}" for i in range(1, 8)])  # 7 > 2 * 2
-    fake.reply("Ana likes cats and talked about t1 to t5.", when=_is_summary)
+    fake_openai.reply("Ana likes cats and talked about t1 to t5.", when=_is_summary)
 
     reply = await tutor.respond(learner_id, text_turn("hola"))
 
-    [summary_body] = [b for b in fake.chat_bodies() if _is_summary(b)]
-    [chat_body] = [b for b in fake.chat_bodies() if not _is_summary(b)]
+    [summary_body] = [b for b in fake_openai.chat_bodies() if _is_summary(b)]
+    [chat_body] = [b for b in fake_openai.chat_bodies() if not _is_summary(b)]
     sent = summary_body["messages"][1]["content"]
     assert "Likes cats." in sent and "Learner: t1" in sent and "Learner: t5" in sent
     assert "t6" not in sent  # still inside the window
@@ -401,37 +396,37 @@ async def test_summary_written_when_window_overflows(
     assert [m["content"] for m in chat_body["messages"][1:]] == ["t6", "t7", "hola"]
 
     # The next turn carries the new summary, and nothing new beyond the window: no second call.
-    fake.reset()
+    fake_openai.reset()
     await tutor.respond(learner_id, text_turn("otra vez"))
-    assert not any(_is_summary(b) for b in fake.chat_bodies())
-    [next_body] = fake.chat_bodies()
+    assert not any(_is_summary(b) for b in fake_openai.chat_bodies())
+    [next_body] = fake_openai.chat_bodies()
     assert "talked about t1 to t5" in next_body["messages"][0]["content"]
 
 
 async def test_summary_runs_beside_the_reply_not_before_it(
-    make_tutor: TutorFactory, fake: FakeOpenAI
+    make_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_tutor(memory_turns=2)
     learner_id = await new_learner(tutor, **ONBOARDED)
     await add_turns(tutor, learner_id, [f"t{i}" for i in range(1, 8)])
-    fake.slow(1.0, "A slow summary.", when=_is_summary)
-    fake.slow(1.0, "¡Hola!")
+    fake_openai.slow(1.0, "A slow summary.", when=_is_summary)
+    fake_openai.slow(1.0, "¡Hola!")
     reply = await tutor.respond(learner_id, text_turn("hola"))
     assert reply.text == "¡Hola!"
     assert (await profile(tutor, learner_id)).summary == "A slow summary."
-    # Run one after the other, the second request would reach the fake a full second after
-    # the first (the fake holds each answer for 1 s); side by side they arrive together.
-    first, second = (r.at for r in fake.requests())
+    # Run one after the other, the second request would reach the fake_openai a full second after
+    # the first (the fake_openai holds each answer for 1 s); side by side they arrive together.
+    first, second = (r.at for r in fake_openai.requests())
     assert abs(second - first) < 0.5
 
 
 async def test_failed_summary_does_not_block_the_reply(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor(memory_turns=2, openai_max_retries=0)
     learner_id = await new_learner(tutor, **ONBOARDED)
     await add_turns(tutor, learner_id, [f"t{i}" for i in range(1, 8)])
-    fake.fail(500, when=_is_summary)
+    fake_openai.fail(500, when=_is_summary)
     reply = await tutor.respond(learner_id, text_turn("hola"))
     assert "hola" in reply.text
     assert (await profile(tutor, learner_id)).summary is None
@@ -457,17 +452,17 @@ def prepared_jpeg() -> PreparedImage:
 
 
 async def test_image_turn_goes_to_vision_model_and_memory_keeps_description(
-    make_tutor: TutorFactory, fake: FakeOpenAI
+    make_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_tutor()
     learner_id = await new_learner(tutor, **ONBOARDED)
     image = prepared_jpeg()
-    fake.reply_tools(
+    fake_openai.reply_tools(
         ("describe_image", {"description": "A red apple on a wooden table."}),
         ("record_vocabulary", {"items": [{"term": "la manzana", "meaning": "the apple"}]}),
         when=lambda body: body["model"] == VISION_MODEL,
     )
-    fake.reply(
+    fake_openai.reply(
         "¡Es una manzana roja! Palabras: la manzana (apple), la mesa (table). ¿Te gustan?",
         when=lambda body: body["model"] == VISION_MODEL,
     )
@@ -479,7 +474,7 @@ async def test_image_turn_goes_to_vision_model_and_memory_keeps_description(
     assert reply.text.startswith("¡Es una manzana roja!")
     assert reply.modality == "image"
     assert reply.inbound_memory == "[photo: A red apple on a wooden table.] mi almuerzo"
-    first, second = fake.chat_bodies()
+    first, second = fake_openai.chat_bodies()
     assert first["model"] == second["model"] == VISION_MODEL
     content = first["messages"][-1]["content"]
     assert content[0] == {"type": "text", "text": "mi almuerzo"}
@@ -497,23 +492,23 @@ async def test_image_turn_goes_to_vision_model_and_memory_keeps_description(
 
 
 async def test_image_memory_falls_back_to_first_sentence(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(tutor, **ONBOARDED)
-    fake.reply("Veo un gato negro en un sofá. Palabras: el gato, el sofá. ¿Tienes gato?")
+    fake_openai.reply("Veo un gato negro en un sofá. Palabras: el gato, el sofá. ¿Tienes gato?")
     reply = await tutor.respond(learner_id, TutorInput(kind=Kind.IMAGE, image=prepared_jpeg()))
     assert reply.inbound_memory == "[photo: Veo un gato negro en un sofá.]"
-    content = fake.chat_bodies()[0]["messages"][-1]["content"]
+    content = fake_openai.chat_bodies()[0]["messages"][-1]["content"]
     assert "without a caption" in content[0]["text"]
 
 
 async def test_image_rejected_by_model_gets_friendly_reply(
-    make_lite_tutor: TutorFactory, fake: FakeOpenAI
+    make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
     learner_id = await new_learner(tutor, native_language="de", target_language="es", level="A2")
-    fake.fail(400, message="Invalid image.")
+    fake_openai.fail(400, message="Invalid image.")
     reply = await tutor.respond(learner_id, TutorInput(kind=Kind.IMAGE, image=prepared_jpeg()))
     assert "Bild" in reply.text
     assert reply.modality == "image"

@@ -22,19 +22,11 @@ from languagebuddy.tutor.phrases import phrase
 from tests.fakes.openai import FakeOpenAI
 
 
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(fake_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
-    fake_server.reset()
-    yield fake_server
+def fake(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    yield fake_openai
     # Whatever the test did, the model was never asked.
-    assert fake_server.chat_bodies() == []
-    fake_server.reset()
+    assert fake_openai.chat_bodies() == []
 
 
 def _tutor(engine: AsyncEngine, fake: FakeOpenAI) -> Tutor:

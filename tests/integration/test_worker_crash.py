@@ -21,8 +21,7 @@ from sqlalchemy import select
 from languagebuddy.config import load_settings
 from languagebuddy.events import InboundEvent, Kind
 from languagebuddy.inbox.queue import Inbox
-from languagebuddy.inbox.runner import build_worker
-from languagebuddy.services import build_services
+from languagebuddy.services import build_services, build_worker
 from languagebuddy.store.migrate import upgrade
 from languagebuddy.store.models import InboxItem, OutboxPart, Turn
 from tests.fakes.openai import FakeOpenAI

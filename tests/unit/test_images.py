@@ -37,7 +37,7 @@ from languagebuddy.media.images import (
     prepare_image,
     prepare_image_async,
 )
-from languagebuddy.tutor.api import PreparedImage
+from languagebuddy.media.types import PreparedImage
 
 RED = (220, 20, 20)
 BLUE = (20, 20, 220)

@@ -19,21 +19,13 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from languagebuddy.errors import ModelRejected, ModelUnavailable
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import MODEL_CALLS
-from languagebuddy.tutor.api import ModelUnavailable
 
 log = get_logger(__name__)
 
 OnDelta = Callable[[str], Awaitable[None]]
-
-
-class ModelRejected(Exception):
-    """The provider refused this request for good (400, 404, 422): retrying will not help."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)

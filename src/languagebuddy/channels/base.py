@@ -8,29 +8,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from languagebuddy.errors import DeliveryError
 from languagebuddy.events import InboundEvent, Media, OutboundPart
 
+__all__ = [
+    "BadPayload",
+    "Channel",
+    "DeliveryError",
+    "MediaLimits",
+    "VerificationError",
+    "VoiceFormat",
+    "json_object",
+]
 
-class DeliveryError(Exception):
-    """A platform refused or failed a call. ``retryable`` decides retry or dead letter."""
+# The container a channel's voice replies are encoded in: OGG/Opus renders as a voice note on
+# WhatsApp and Telegram; LINE plays M4A (AAC).
+VoiceFormat = Literal["ogg_opus", "m4a"]
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        code: str | None = None,
-        retry_after: float | None = None,
-        delivered: list[str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.code = code
-        self.retry_after = retry_after
-        # Provider ids of the parts that did go out before the failure, in order.
-        self.delivered = delivered or []
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """The largest learner file of each kind a channel downloads, in bytes (the platform's own
+    limit, or ours where it is lower)."""
+
+    image_bytes: int
+    audio_bytes: int
 
 
 class VerificationError(Exception):
@@ -58,8 +63,16 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 @runtime_checkable
 class Channel(Protocol):
+    """What the pipeline needs of a platform. The attributes are facts about the platform that
+    the pipeline plans with; the methods are the calls it makes."""
+
     name: str
     max_text_length: int
+    # The typing indicator fades after this many seconds and is sent again while the buddy is
+    # still working; None: one indicator lasts until the reply.
+    typing_interval: float | None
+    voice_format: VoiceFormat | None  # None: the channel cannot carry a voice reply
+    media_limits: MediaLimits
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise VerificationError unless the raw body carries a valid signature/secret."""

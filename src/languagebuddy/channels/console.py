@@ -9,13 +9,17 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from languagebuddy.channels.base import BadPayload, DeliveryError
+from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VoiceFormat
+from languagebuddy.channels.http import MAX_MEDIA_BYTES
 from languagebuddy.events import InboundEvent, Media, OutboundPart
 
 
 class ConsoleChannel:
     name = "console"
     max_text_length = 20_000
+    typing_interval = None
+    voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
+    media_limits = MediaLimits(image_bytes=MAX_MEDIA_BYTES, audio_bytes=MAX_MEDIA_BYTES)
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self._write = write

@@ -24,7 +24,9 @@ import httpx
 from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
+    MediaLimits,
     VerificationError,
+    VoiceFormat,
     json_object,
 )
 from languagebuddy.channels.http import (
@@ -46,6 +48,7 @@ log = get_logger(__name__)
 
 NAME = "line"
 MAX_MESSAGES_PER_CALL = 5
+LOADING_SECONDS = 20  # the loading animation's length (LINE allows 5-60 s)
 REPLY_TOKEN_TTL = 50.0  # LINE documents "about one minute"; leave a margin
 RETRY_KEY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://languagebuddy/line/retry-key")
 _UNSUPPORTED = {"sticker", "video", "file", "location"}
@@ -101,6 +104,8 @@ class LineChannel:
 
     name = NAME
     max_text_length = 5000
+    typing_interval = LOADING_SECONDS - 2.0  # renewed just before the animation ends
+    voice_format: VoiceFormat = "m4a"
 
     def __init__(
         self,
@@ -120,6 +125,7 @@ class LineChannel:
         )
         self._retry = retry or RetryPolicy()
         self._max_media = max_media_bytes
+        self.media_limits = MediaLimits(image_bytes=max_media_bytes, audio_bytes=max_media_bytes)
         self._host_media = host_media
         self._clock = clock
 
@@ -162,7 +168,7 @@ class LineChannel:
                 "loading",
                 lambda: self._client.post(
                     "/v2/bot/chat/loading/start",
-                    json={"chatId": event.user_id, "loadingSeconds": 20},
+                    json={"chatId": event.user_id, "loadingSeconds": LOADING_SECONDS},
                 ),
                 classify,
                 policy=RetryPolicy(attempts=1),

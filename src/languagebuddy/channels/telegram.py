@@ -15,7 +15,9 @@ import httpx
 from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
+    MediaLimits,
     VerificationError,
+    VoiceFormat,
     json_object,
 )
 from languagebuddy.channels.http import (
@@ -82,6 +84,8 @@ class TelegramChannel:
 
     name = NAME
     max_text_length = 4096
+    typing_interval = 4.5  # a chat action lasts 5 s
+    voice_format: VoiceFormat = "ogg_opus"
 
     def __init__(
         self,
@@ -97,6 +101,7 @@ class TelegramChannel:
         self._client = client or make_client(settings.telegram_api_base_url)
         self._retry = retry or RetryPolicy()
         self._max_media = max_media_bytes
+        self.media_limits = MediaLimits(image_bytes=max_media_bytes, audio_bytes=max_media_bytes)
 
     # --- inbound -------------------------------------------------------------------------
 

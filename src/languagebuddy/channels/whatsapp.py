@@ -16,7 +16,9 @@ import httpx
 from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
+    MediaLimits,
     VerificationError,
+    VoiceFormat,
     json_object,
 )
 from languagebuddy.channels.http import (
@@ -87,6 +89,8 @@ class WhatsAppChannel:
 
     name = NAME
     max_text_length = 4096
+    typing_interval = 20.0  # Meta drops the indicator after 25 s or at our reply
+    voice_format: VoiceFormat = "ogg_opus"
 
     def __init__(
         self,
@@ -106,6 +110,7 @@ class WhatsAppChannel:
         )
         self._retry = retry or RetryPolicy()
         self._max_media = max_media_bytes
+        self.media_limits = MediaLimits(image_bytes=max_media_bytes, audio_bytes=max_media_bytes)
 
     # --- inbound -------------------------------------------------------------------------
 

@@ -16,19 +16,14 @@ from collections.abc import Awaitable, Callable, Collection
 from contextlib import suppress
 from dataclasses import dataclass
 
-from languagebuddy.channels.base import DeliveryError
+from languagebuddy.errors import DeliveryError, ModelUnavailable, PermanentFailure
 from languagebuddy.inbox.queue import DEAD, Claimed, Inbox
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import EVENTS_PROCESSED, STAGE_SECONDS
-from languagebuddy.tutor.api import ModelUnavailable
 
 log = get_logger(__name__)
 
 Handler = Callable[[Claimed], Awaitable[None]]
-
-
-class PermanentFailure(Exception):
-    """The event can never succeed (e.g. its channel is not configured): dead-letter it now."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Final
 
 from PIL import Image
 
-from languagebuddy.tutor.api import PreparedImage
+from languagebuddy.media.types import PreparedImage
 
 try:  # HEIC is what iPhones send; optional so a slim install still handles the rest.
     from pillow_heif import register_heif_opener

@@ -4,22 +4,20 @@ and kept in the database so that every process of a deployment shares it."""
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from languagebuddy.store.models import KeyValue
-
-if TYPE_CHECKING:
-    from languagebuddy.services import Services
 
 KEY_NAME = "signing_key"
 
 
-async def ensure_signing_key(services: Services) -> str:
-    if services.settings.signing_key:
-        return services.settings.signing_key
-    async with services.sessions() as session:
+async def ensure_signing_key(sessions: async_sessionmaker, configured: str | None) -> str:
+    """The configured key, else the stored one, else a new one stored for every process."""
+    if configured:
+        return configured
+    async with sessions() as session:
         existing = await session.get(KeyValue, KEY_NAME)
         if existing is not None:
             return existing.value
@@ -28,7 +26,7 @@ async def ensure_signing_key(services: Services) -> str:
             await session.commit()
         except IntegrityError:  # another process generated it first
             await session.rollback()
-    async with services.sessions() as session:
+    async with sessions() as session:
         stored = await session.get(KeyValue, KEY_NAME)
         assert stored is not None
         return stored.value

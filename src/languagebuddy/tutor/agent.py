@@ -22,14 +22,16 @@ from typing import Any
 from openai import AsyncOpenAI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from languagebuddy.ai.chat import ChatClient, ChatResult, ModelRejected, OnDelta
+from languagebuddy.ai.chat import ChatClient, ChatResult, OnDelta
 from languagebuddy.config import Settings
+from languagebuddy.errors import ModelRejected, ModelUnavailable
 from languagebuddy.events import Kind
 from languagebuddy.logs import get_logger
+from languagebuddy.media.types import PreparedImage
 from languagebuddy.store import repos
 from languagebuddy.store.models import Learner
 from languagebuddy.tutor import prompts
-from languagebuddy.tutor.api import ModelUnavailable, PreparedImage, TutorInput, TutorReply
+from languagebuddy.tutor.api import TutorInput, TutorReply
 from languagebuddy.tutor.commands import parse_command, run_command
 from languagebuddy.tutor.memory import history_messages, load_memory, refresh_summary
 from languagebuddy.tutor.phrases import phrase, phrase_language, problem_phrase

@@ -32,7 +32,7 @@ async def start_services(settings: Settings) -> Services:
         await upgrade(settings.database_url)
     from languagebuddy.store.keys import ensure_signing_key
 
-    services.signing_key = await ensure_signing_key(services)
+    services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
     return services
 
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
             services.inbox.on_put(notifier.poke)
             tasks.append(asyncio.create_task(notifier.run(stop)))
         if run_worker:
-            from languagebuddy.inbox.runner import run_worker as run_inbox_worker
+            from languagebuddy.services import run_worker as run_inbox_worker
 
             tasks.append(asyncio.create_task(run_inbox_worker(services, stop)))
         log.info("service started", channels=sorted(services.channels), worker=run_worker)
