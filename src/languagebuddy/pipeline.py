@@ -8,16 +8,16 @@ and only delivers the parts not yet marked sent — the model is never asked twi
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from languagebuddy.channels.base import Channel
 from languagebuddy.channels.split import split_text
 from languagebuddy.errors import DeliveryError, ModelUnavailable, PermanentFailure
 from languagebuddy.events import InboundEvent, Kind, OutboundPart
 from languagebuddy.inbox.queue import Claimed, Inbox
+from languagebuddy.indicator import TypingIndicator
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import STAGE_SECONDS
 from languagebuddy.store import repos
@@ -60,11 +60,14 @@ class MessagePipeline:
     """Handles one claimed inbox item end to end (the worker's handler)."""
 
     def __init__(self, services: Services, tutor: Tutor) -> None:
+        from languagebuddy.voice.reply import VoiceReplies
+
         self.settings = services.settings
         self.sessions = services.sessions
         self.channels: dict[str, Channel] = services.channels
         self.tutor = tutor
         self.inbox: Inbox = services.inbox
+        self.voice = VoiceReplies(self, services)
 
     async def __call__(self, item: Claimed) -> None:
         event = item.event
@@ -76,6 +79,9 @@ class MessagePipeline:
             raise PermanentFailure(f"channel {event.channel!r} is not configured")
         async with self.sessions() as session:
             parts = await repos.outbox_parts(session, item.id)
+        if await self.voice.takes(item, channel, parts):
+            await self.voice.handle(item, channel, parts)
+            return
         if not parts:
             parts = await self._compose(item, channel)
         await self._deliver(item, channel, parts)
@@ -84,7 +90,7 @@ class MessagePipeline:
         """Ask the tutor and store the exchange with its outbox parts, atomically."""
         event = item.event
         clock = StageClock()
-        typing = asyncio.create_task(_keep_typing(channel, event))
+        typing = TypingIndicator(channel, event).start()
         try:
             with clock.stage("learner"):
                 learner_id = await self._learner_id(event)
@@ -97,34 +103,17 @@ class MessagePipeline:
                     await self._apologise_once(item, channel, learner_id)
                     raise
         finally:
-            typing.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await typing
+            await typing.stop()
         texts = split_text(reply.text, channel.max_text_length)
         async with self.sessions.begin() as session:
             if not reply.erased:
-                timings = {**clock.timings, **reply.timings}
-                await repos.add_turn(
+                await store_exchange(
                     session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="in",
-                    modality=reply.modality,
-                    channel=event.channel,
-                    text=reply.inbound_memory or event.text,
-                    provider_message_id=event.message_id,
+                    item,
+                    learner_id,
+                    reply,
                     media=getattr(turn_input.image, "meta", None),
-                    timings=timings,
-                )
-                await repos.add_turn(
-                    session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="out",
-                    modality="text",
-                    channel=event.channel,
-                    text=reply.text,
-                    status="pending",
+                    timings={**clock.timings, **reply.timings},
                 )
             parts = [
                 OutboxPart(inbox_item_id=item.id, seq=n, kind="text", body=text)
@@ -196,7 +185,7 @@ class MessagePipeline:
         pending = [p for p in parts if p.sent_at is None]
         if not pending:
             return
-        outbound = [OutboundPart(kind=p.kind, text=p.body) for p in pending]
+        outbound = [outbound_part(p) for p in pending]
         started = time.perf_counter()
         try:
             ids = await channel.send(
@@ -218,6 +207,8 @@ class MessagePipeline:
                 if stored is not None:
                     stored.sent_at = now
                     stored.provider_message_id = provider_id
+                    if stored.kind == "voice":
+                        stored.audio = None  # delivered: the note need not be kept
                 part.sent_at = now
             turn = await _outbound_turn(session, item.id)
             if turn is not None and ids:
@@ -231,14 +222,49 @@ class MessagePipeline:
             await repos.set_turn_status(session, event.message_id, event.status, event.status_error)
 
 
-async def _keep_typing(channel: Channel, event: InboundEvent) -> None:
-    """Show the typing indicator until cancelled, sent again every ``typing_interval``
-    seconds where the platform's indicator fades sooner than a slow answer."""
-    while True:
-        await channel.typing(event)
-        if not channel.typing_interval:
-            return
-        await asyncio.sleep(channel.typing_interval)
+async def store_exchange(
+    session: AsyncSession,
+    item: Claimed,
+    learner_id: int,
+    reply: TutorReply,
+    *,
+    media: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
+    transcript: str | None = None,
+) -> None:
+    """The learner's turn and the buddy's (pending) answer in the conversation log, in the
+    caller's transaction (beside the reply's outbox parts)."""
+    event = item.event
+    await repos.add_turn(
+        session,
+        learner_id=learner_id,
+        inbox_item_id=item.id,
+        direction="in",
+        modality=reply.modality,
+        channel=event.channel,
+        text=reply.inbound_memory or event.text,
+        transcript=transcript,
+        provider_message_id=event.message_id,
+        media=media,
+        timings=timings,
+    )
+    await repos.add_turn(
+        session,
+        learner_id=learner_id,
+        inbox_item_id=item.id,
+        direction="out",
+        modality="text",
+        channel=event.channel,
+        text=reply.text,
+        status="pending",
+    )
+
+
+def outbound_part(part: OutboxPart) -> OutboundPart:
+    """A stored text part as the channel sends it ("You said …" is text sent ahead)."""
+    if part.kind == "heard":
+        return OutboundPart(kind="text", text=part.body, interim=True)
+    return OutboundPart(kind=part.kind, text=part.body)
 
 
 async def _outbound_turn(session: AsyncSession, inbox_item_id: int) -> Turn | None:

@@ -135,6 +135,7 @@ async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) 
         await websocket.send_json({"type": "session.created", "event_id": "event_1"})
         await websocket.close()
 
+    real_speech = fake_openai.handlers["/v1/audio/speech"]
     fake_openai.add_endpoint("/v1/audio/speech", "speech", speech)
     fake_openai.add_websocket("/v1/realtime", realtime)
     try:
@@ -147,5 +148,5 @@ async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) 
         async with connect(f"{fake_openai.server.ws_url}/v1/realtime") as ws:
             assert "session.created" in await ws.recv()
     finally:
-        fake_openai.handlers.pop("/v1/audio/speech")
+        fake_openai.handlers["/v1/audio/speech"] = real_speech
         fake_openai.app.router.routes.pop()

@@ -85,8 +85,9 @@ def retry_after_seconds(headers: Any) -> float | None:
     return None
 
 
-def _map_error(exc: openai.OpenAIError, kind: str) -> Exception:
-    """Translate what is left after the SDK's own retries into our two exceptions."""
+def map_error(exc: openai.OpenAIError, kind: str) -> Exception:
+    """Translate what is left after the SDK's own retries into our two exceptions (shared by
+    every OpenAI client here: chat, transcription, speech)."""
     if isinstance(exc, openai.APITimeoutError):
         MODEL_CALLS.labels(kind, "timeout").inc()
         return ModelUnavailable("model request timed out")
@@ -143,7 +144,7 @@ class ChatClient:
             else:
                 result = await self._stream(kwargs, on_delta)
         except openai.OpenAIError as exc:
-            mapped = _map_error(exc, kind)
+            mapped = map_error(exc, kind)
             log.warning(
                 "openai.call_failed",
                 kind=kind,

@@ -19,6 +19,7 @@ __all__ = [
     "Channel",
     "DeliveryError",
     "MediaLimits",
+    "MediaRef",
     "VerificationError",
     "VoiceFormat",
     "json_object",
@@ -27,6 +28,15 @@ __all__ = [
 # The container a channel's voice replies are encoded in: OGG/Opus renders as a voice note on
 # WhatsApp and Telegram; LINE plays M4A (AAC).
 VoiceFormat = Literal["ogg_opus", "m4a"]
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """Audio uploaded to a platform ahead of its send (a media id, a URL the platform fetches)
+    and until when the platform honours it."""
+
+    ref: str
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,16 @@ class Channel(Protocol):
     def parse(self, body: bytes) -> list[InboundEvent]:
         """Turn a verified body into events (possibly several, possibly none)."""
 
-    async def typing(self, event: InboundEvent) -> None:
-        """Show that the buddy is working (best effort: never raises)."""
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
+        """Show that the buddy is working (best effort: never raises); ``voice``: the reply
+        being prepared is a voice note ("recording…" where the platform can say so)."""
 
     async def download(self, event: InboundEvent) -> Media:
         """Fetch the event's media into memory."""
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
+        """Upload a voice part's audio ahead of sending it, where the platform sends audio by
+        reference; None where the send itself carries the bytes."""
 
     async def send(
         self, event: InboundEvent, parts: list[OutboundPart], *, idempotency_key: str

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VoiceFormat
+from languagebuddy.channels.base import (
+    BadPayload,
+    DeliveryError,
+    MediaLimits,
+    MediaRef,
+    VoiceFormat,
+)
 from languagebuddy.channels.http import MAX_MEDIA_BYTES
 from languagebuddy.events import InboundEvent, Media, OutboundPart
+
+_EXTENSIONS = {"audio/ogg": "ogg", "audio/mp4": "m4a", "audio/mpeg": "mp3"}
 
 
 class ConsoleChannel:
@@ -21,8 +30,12 @@ class ConsoleChannel:
     voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
     media_limits = MediaLimits(image_bytes=MAX_MEDIA_BYTES, audio_bytes=MAX_MEDIA_BYTES)
 
-    def __init__(self, write: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, write: Callable[[str], None] = print, *, voice_dir: Path | None = None
+    ) -> None:
         self._write = write
+        self._voice_dir = voice_dir or Path.cwd()
+        self.saved: list[Path] = []  # voice replies written, in order
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         raise BadPayload("the console channel has no webhook")
@@ -30,7 +43,10 @@ class ConsoleChannel:
     def parse(self, body: bytes) -> list[InboundEvent]:
         raise BadPayload("the console channel has no webhook")
 
-    async def typing(self, event: InboundEvent) -> None:
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
+        return None
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
         return None
 
     async def download(self, event: InboundEvent) -> Media:
@@ -48,10 +64,22 @@ class ConsoleChannel:
     ) -> list[str]:
         ids = []
         for part in parts:
-            if part.text:
+            if part.kind == "voice" and part.audio:
+                path = await self._save(part)
+                self._write(f"(voice reply, {part.duration_s or 0:.1f} s: {path})")
+            elif part.text:
                 self._write(part.text)
             ids.append(f"console-{uuid.uuid4().hex[:12]}")
         return ids
+
+    async def _save(self, part: OutboundPart) -> Path:
+        """The terminal plays nothing: the note goes to a file named after the moment."""
+        extension = _EXTENSIONS.get((part.audio_mime or "").split(";")[0].strip(), "bin")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self._voice_dir / f"languagebuddy-reply-{stamp}-{uuid.uuid4().hex[:6]}.{extension}"
+        await asyncio.to_thread(path.write_bytes, part.audio or b"")
+        self.saved.append(path)
+        return path
 
     async def aclose(self) -> None:
         return None

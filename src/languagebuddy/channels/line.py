@@ -25,6 +25,7 @@ from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
     MediaLimits,
+    MediaRef,
     VerificationError,
     VoiceFormat,
     json_object,
@@ -50,6 +51,9 @@ NAME = "line"
 MAX_MESSAGES_PER_CALL = 5
 LOADING_SECONDS = 20  # the loading animation's length (LINE allows 5-60 s)
 REPLY_TOKEN_TTL = 50.0  # LINE documents "about one minute"; leave a margin
+# A hosted URL lives 15 minutes; reuse one for a retried send only while LINE has time to
+# fetch it.
+HOSTED_URL_TRUSTED_SECONDS = 10 * 60
 RETRY_KEY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://languagebuddy/line/retry-key")
 _UNSUPPORTED = {"sticker", "video", "file", "location"}
 
@@ -158,7 +162,7 @@ class LineChannel:
 
     # --- outbound ------------------------------------------------------------------------
 
-    async def typing(self, event: InboundEvent) -> None:
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
         """The loading animation (one-to-one chats only; ends when our message arrives)."""
         if event.extra.get("chat_id"):
             return
@@ -182,7 +186,8 @@ class LineChannel:
         """Reply (fresh token) or push, five message objects per call."""
         messages = await self._messages(parts)
         sent: list[str] = [""] * len(messages)
-        use_reply = self._reply_token_fresh(event)
+        # Replies are free and there is one per event: keep it for the reply itself.
+        use_reply = self._reply_token_fresh(event) and not all(p.interim for p in parts)
         batches = chunk(list(range(len(messages))), MAX_MESSAGES_PER_CALL)
         for number, batch in enumerate(batches):
             bodies = [messages[i].body for i in batch]
@@ -211,8 +216,10 @@ class LineChannel:
     async def _messages(self, parts: list[OutboundPart]) -> list[_Message]:
         messages: list[_Message] = []
         for index, part in enumerate(parts):
-            if part.kind == "voice" and part.audio and self._host_media is not None:
-                url = await self._host_media(part.audio, part.audio_mime or "audio/mp4")
+            if part.kind == "voice" and (
+                part.media_ref or (part.audio and self._host_media is not None)
+            ):
+                url = part.media_ref or await self._host(part)
                 duration_ms = max(1, round((part.duration_s or 1.0) * 1000))
                 body = {"type": "audio", "originalContentUrl": url, "duration": duration_ms}
                 messages.append(_Message(index, body))
@@ -222,6 +229,17 @@ class LineChannel:
             for text in split_text(part.text, self.max_text_length):
                 messages.append(_Message(index, {"type": "text", "text": text}))
         return messages
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
+        """Publish the note at our signed /media URL, which LINE fetches (M4A, HTTPS)."""
+        if self._host_media is None or not part.audio:
+            return None
+        url = await self._host(part)
+        return MediaRef(url, self._clock() + HOSTED_URL_TRUSTED_SECONDS)
+
+    async def _host(self, part: OutboundPart) -> str:
+        assert self._host_media is not None
+        return await self._host_media(part.audio or b"", part.audio_mime or "audio/mp4")
 
     async def _reply(self, reply_token: str, bodies: list[dict[str, Any]]) -> list[str]:
         response = await call(

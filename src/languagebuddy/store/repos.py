@@ -91,7 +91,7 @@ async def update_learner(session: AsyncSession, learner_id: int, **fields: Any) 
         "native_language",
         "target_language",
         "level",
-        "voice_replies",
+        "voice_mode",
         "interface_language",
         "summary",
         "summary_upto_turn_id",

@@ -259,7 +259,6 @@ class Tutor:
         )
         return TutorReply(
             text=text,
-            voice=bool(learner.voice_replies),
             inbound_memory=inbound,
             modality=modality,
             usage=usage.totals(),
@@ -325,7 +324,16 @@ def _user_content(turn: TutorInput) -> str | list[dict[str, Any]]:
             {"type": "image_url", "image_url": {"url": _data_url(turn.image), "detail": "auto"}},
         ]
     text = (turn.text or turn.caption or "").strip()
-    return f"(voice note) {text}" if turn.kind == Kind.VOICE else text
+    if turn.kind != Kind.VOICE:
+        return text
+    if not turn.unclear_words:
+        return f"(voice note) {text}"
+    heard = ", ".join(f"“{word}”" for word in turn.unclear_words)
+    return (
+        f"(voice note) {text}\n(The speech recogniser was unsure of: {heard}. If that looks "
+        "like a pronunciation slip, you may add one short pronunciation tip; otherwise ignore "
+        "this note.)"
+    )
 
 
 def _data_url(image: PreparedImage) -> str:

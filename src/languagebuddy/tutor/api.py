@@ -21,12 +21,14 @@ class TutorInput:
     problem: str | None = None  # e.g. image_too_large, image_not_an_image, audio_corrupt
     unsupported_type: str | None = None
     language_hint: str | None = None
+    # A voice note's words the speech model heard with low confidence: the tutor may give one
+    # short pronunciation tip about them.
+    unclear_words: tuple[str, ...] = ()
 
 
 @dataclass
 class TutorReply:
     text: str
-    voice: bool = False  # the learner prefers voice replies
     erased: bool = False  # /forget-me: the learner no longer exists, store nothing
     inbound_memory: str | None = None  # what the log keeps for the learner's turn
     modality: str = "text"  # text | command | image | voice | unsupported

@@ -33,6 +33,7 @@ async def start_services(settings: Settings) -> Services:
     from languagebuddy.store.keys import ensure_signing_key
 
     services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
+    services.media_host.key = services.signing_key
     return services
 
 
@@ -93,5 +94,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     from languagebuddy.web.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router)
+    from languagebuddy.web.media import router as media_router
+
+    app.include_router(media_router)
     app.add_middleware(WebhookFastPath)
     return app

@@ -1,0 +1,352 @@
+"""Voice notes in and out, in memory only, with PyAV (the FFmpeg libraries in this process: no
+ffmpeg binary, no temporary files).
+
+In: :func:`prepare_audio` treats the bytes as hostile. The container is probed first and only
+the formats learners' apps send are read; a file that states a length over the limit is refused
+before anything is decoded; the one decoding pass resamples to 16 kHz mono (what the
+speech-to-text models work at) and measures the real duration and how much of it is above the
+silence threshold. Every failure is an :class:`AudioRejected` whose ``code`` the tutor turns
+into a friendly reply.
+
+Out: :class:`VoiceEncoder` takes the speech model's PCM as it streams in and writes one voice
+note, OGG/Opus (WhatsApp, Telegram) or M4A/AAC (LINE).
+
+Both are CPU work: call them through :func:`run_audio`, a small pool sized to the cores, so the
+event loop never waits for a codec (PyAV releases the GIL inside the codecs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import io
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final, TypeVar
+
+import av
+import numpy as np
+
+from languagebuddy.media.types import EncodedAudio, PreparedAudio
+
+AUDIO_CORRUPT: Final = "audio_corrupt"
+AUDIO_TOO_LONG: Final = "audio_too_long"
+AUDIO_EMPTY: Final = "audio_empty"
+AUDIO_SILENT: Final = "audio_silent"
+CODES: Final = frozenset({AUDIO_CORRUPT, AUDIO_TOO_LONG, AUDIO_EMPTY, AUDIO_SILENT})
+
+STT_RATE: Final = 16_000  # what Whisper and the gpt-4o transcribe models listen at
+TTS_RATE: Final = 24_000  # the speech endpoint's "pcm": 24 kHz, 16-bit signed LE, mono
+
+# Containers learners' apps send: WhatsApp (OGG/Opus, AAC, AMR, MP4, MPEG), Telegram (OGG/Opus,
+# any audio file), LINE (M4A), and the console (anything of these). Nothing else is probed into.
+_INPUT_FORMATS: Final = frozenset(
+    {"ogg", "mov,mp4,m4a,3gp,3g2,mj2", "amr", "mp3", "aac", "wav", "matroska,webm", "flac"}
+)
+# (container, codec) the transcription endpoint reads as they are -> (file name, MIME type).
+# Sending the learner's own file is the smallest upload; the rest (AMR, raw ADTS AAC…) is sent
+# as FLAC made from the decoded PCM.
+_PASSTHROUGH: Final = {
+    ("ogg", "opus"): ("voice.ogg", "audio/ogg"),
+    ("ogg", "vorbis"): ("voice.ogg", "audio/ogg"),
+    ("mp3", "mp3"): ("voice.mp3", "audio/mpeg"),
+    ("mov,mp4,m4a,3gp,3g2,mj2", "aac"): ("voice.m4a", "audio/mp4"),
+    ("wav", "pcm_s16le"): ("voice.wav", "audio/wav"),
+    ("flac", "flac"): ("voice.flac", "audio/flac"),
+    ("matroska,webm", "opus"): ("voice.webm", "audio/webm"),
+}
+MAX_UPLOAD_BYTES: Final = 24 * 1024 * 1024  # the endpoint takes 25 MB
+
+# A container's stated length may be rounded, and the last packet padded.
+_LENGTH_SLACK_S: Final = 0.5
+MIN_SECONDS: Final = 0.3  # shorter is an accidental tap on the record button
+# Speech is measured in 20 ms windows; a window counts as sound above this RMS. Phone noise
+# floors sit around -60 dBFS and speech around -30 to -15 dBFS.
+_WINDOW: Final = STT_RATE // 50
+SILENCE_DBFS: Final = -45.0
+MIN_SPEECH_S: Final = 0.25
+# Decoding an otherwise broken file that still gave this much audio is kept (sent as FLAC).
+_MIN_SALVAGED_S: Final = 1.0
+
+_DECODE_ERRORS = (av.FFmpegError, ValueError, OverflowError, IndexError, OSError, EOFError)
+
+T = TypeVar("T")
+
+_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="audio")
+
+
+async def run_audio(fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+    """Run codec work in the audio pool, off the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
+
+
+class AudioRejected(Exception):
+    """The learner's audio cannot be used; ``code`` says why (one of :data:`CODES`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"AudioRejected({self.code!r}, {str(self)!r})"
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def prepare_audio(data: bytes, *, max_seconds: float = 300.0) -> PreparedAudio:
+    """Check a learner's voice note and make the transcription upload, in one decoding pass.
+
+    Raises :class:`AudioRejected`: ``audio_corrupt`` (not audio we read, or broken),
+    ``audio_too_long`` (over ``max_seconds``, refused from the container's stated length when
+    it has one, else as soon as decoding passes the limit), ``audio_empty`` (shorter than
+    0.3 s) or ``audio_silent`` (nothing above the silence threshold).
+    """
+    if not data:
+        raise AudioRejected(AUDIO_EMPTY, "no audio data")
+    try:
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except _DECODE_ERRORS as exc:
+        reason = f"not a readable audio file ({type(exc).__name__})"
+        raise AudioRejected(AUDIO_CORRUPT, reason) from None
+    with container:
+        fmt = container.format.name
+        if fmt not in _INPUT_FORMATS:
+            raise AudioRejected(AUDIO_CORRUPT, f"unsupported container {fmt!r}")
+        if not container.streams.audio:
+            raise AudioRejected(AUDIO_CORRUPT, "no audio stream")
+        stream = container.streams.audio[0]
+        codec = stream.codec_context.codec.canonical_name
+        stated = _stated_seconds(container, stream)
+        if stated is not None and stated > max_seconds + _LENGTH_SLACK_S:
+            raise AudioRejected(AUDIO_TOO_LONG, f"{stated:.1f} s stated, limit {max_seconds:g} s")
+        pcm, damaged = _decode_mono(container, stream, max_seconds)
+        rate = stream.codec_context.sample_rate or stream.rate or 0
+        channels = stream.codec_context.channels or 0
+        has_video = bool(container.streams.video)
+    duration = len(pcm) / STT_RATE
+    if damaged and duration < _MIN_SALVAGED_S:
+        raise AudioRejected(AUDIO_CORRUPT, "the audio could not be decoded")
+    if duration < MIN_SECONDS:
+        raise AudioRejected(AUDIO_EMPTY, f"{duration:.2f} s of audio")
+    speech_s, peak_dbfs = _loudness(pcm)
+    if speech_s < MIN_SPEECH_S:
+        raise AudioRejected(AUDIO_SILENT, f"{speech_s:.2f} s above {SILENCE_DBFS:g} dBFS")
+    passthrough = _PASSTHROUGH.get((fmt, codec))
+    if passthrough is not None and not damaged and not has_video and len(data) <= MAX_UPLOAD_BYTES:
+        upload, (name, mime) = data, passthrough
+    else:
+        upload, name, mime = encode_pcm_flac(pcm), "voice.flac", "audio/flac"
+    return PreparedAudio(
+        upload=upload,
+        upload_name=name,
+        upload_mime=mime,
+        duration_s=duration,
+        speech_s=speech_s,
+        peak_dbfs=peak_dbfs,
+        container=fmt.split(",")[0],
+        codec=codec,
+        sample_rate=int(rate),
+        channels=int(channels),
+        original_size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+async def prepare_audio_async(data: bytes, *, max_seconds: float = 300.0) -> PreparedAudio:
+    """:func:`prepare_audio` in the audio pool."""
+    return await run_audio(prepare_audio, data, max_seconds=max_seconds)
+
+
+def _stated_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """The length the file claims (container header or stream header), if any."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _decode_mono(
+    container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float
+) -> tuple[np.ndarray, bool]:
+    """All of the stream as 16 kHz mono int16, and whether decoding hit an error."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
+    limit = int((max_seconds + _LENGTH_SLACK_S) * STT_RATE)
+    chunks: list[np.ndarray] = []
+    samples = 0
+    damaged = False
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                frame.pts = None  # resample by sample count, whatever the timestamps claim
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    samples += chunk.size
+            if samples > limit:
+                raise AudioRejected(AUDIO_TOO_LONG, f"over {max_seconds:g} s when decoded")
+    except _DECODE_ERRORS:
+        damaged = True
+    try:
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    except _DECODE_ERRORS:
+        damaged = True
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+    return pcm.astype(np.int16, copy=False), damaged
+
+
+def _loudness(pcm: np.ndarray) -> tuple[float, float]:
+    """(seconds of 20 ms windows above the silence threshold, peak in dBFS)."""
+    windows = len(pcm) // _WINDOW
+    threshold = (10 ** (SILENCE_DBFS / 20) * 32768) ** 2 * _WINDOW
+    loud = 0
+    block = 500  # windows per step (10 s), so a long note never needs a big float copy
+    for start in range(0, windows, block):
+        stop = min(start + block, windows)
+        part = pcm[start * _WINDOW : stop * _WINDOW].astype(np.int64).reshape(-1, _WINDOW)
+        loud += int(np.count_nonzero(np.einsum("ij,ij->i", part, part) > threshold))
+    peak = int(np.abs(pcm.astype(np.int32)).max()) if len(pcm) else 0
+    peak_dbfs = 20 * math.log10(peak / 32768) if peak else -math.inf
+    return loud * _WINDOW / STT_RATE, peak_dbfs
+
+
+def encode_pcm_flac(pcm: np.ndarray, rate: int = STT_RATE) -> bytes:
+    """16-bit mono PCM as a FLAC file (lossless, about half the size of WAV)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate)
+        stream.layout = "mono"
+        step = 4096
+        for start in range(0, len(pcm), step):
+            frame = av.AudioFrame.from_ndarray(
+                pcm[start : start + step].reshape(1, -1), format="s16", layout="mono"
+            )
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """How one platform's voice notes are encoded."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    bit_rate: int
+    mime: str
+    extension: str
+    options: tuple[tuple[str, str], ...] = ()
+
+
+VOICE_SPECS: Final = {
+    # WhatsApp shows OGG/Opus as a voice note; Telegram draws its waveform. 48 kHz mono; the
+    # "audio" application and complexity 5 encode at several hundred times real time, and
+    # 32 kb/s is transparent for one speaking voice.
+    "ogg_opus": VoiceSpec(
+        "ogg",
+        "libopus",
+        48_000,
+        32_000,
+        "audio/ogg; codecs=opus",
+        "ogg",
+        (("application", "audio"), ("compression_level", "5"), ("frame_duration", "20")),
+    ),
+    # LINE plays M4A. AAC-LC at the speech model's own 24 kHz (no resampling); FFmpeg's "fast"
+    # coder is 3-4x quicker than its default and indistinguishable on speech at 48 kb/s.
+    "m4a": VoiceSpec("ipod", "aac", TTS_RATE, 48_000, "audio/mp4", "m4a", (("aac_coder", "fast"),)),
+}
+
+
+class VoiceEncoder:
+    """One voice note, written as PCM arrives: ``feed`` chunks of 16-bit mono PCM at
+    ``input_rate`` (any size, even odd byte counts), then ``finish``. Not thread-safe: feed it
+    from one task at a time (through :func:`run_audio`)."""
+
+    def __init__(self, voice_format: str, *, input_rate: int = TTS_RATE) -> None:
+        self.spec = VOICE_SPECS[voice_format]
+        self.input_rate = input_rate
+        self._buffer = io.BytesIO()
+        self._container = av.open(self._buffer, mode="w", format=self.spec.container)
+        self._stream = self._container.add_stream(self.spec.codec, rate=self.spec.sample_rate)
+        self._stream.layout = "mono"
+        self._stream.bit_rate = self.spec.bit_rate
+        for key, value in self.spec.options:
+            self._stream.options[key] = value
+        self._resampler = av.AudioResampler(
+            format=self._stream.codec_context.format,
+            layout="mono",
+            rate=self.spec.sample_rate,
+        )
+        self._odd = b""
+        self.samples_in = 0
+        self._closed = False
+
+    @property
+    def seconds_in(self) -> float:
+        return self.samples_in / self.input_rate
+
+    def feed(self, pcm: bytes) -> None:
+        if self._closed:
+            raise RuntimeError("encoder already finished")
+        if self._odd:
+            pcm = self._odd + pcm
+        whole = len(pcm) - len(pcm) % 2
+        self._odd = pcm[whole:]
+        if not whole:
+            return
+        samples = np.frombuffer(pcm, dtype="<i2", count=whole // 2).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = self.input_rate
+        frame.time_base = Fraction(1, self.input_rate)
+        frame.pts = self.samples_in
+        self.samples_in += samples.shape[1]
+        for out in self._resampler.resample(frame):
+            self._encode(out)
+
+    def finish(self) -> EncodedAudio:
+        """Flush and close; the voice note lasts what was fed."""
+        if self._closed:
+            raise RuntimeError("encoder already finished")
+        if not self.samples_in:
+            self.close()
+            raise ValueError("no audio was fed")
+        for out in self._resampler.resample(None):
+            self._encode(out)
+        self._encode(None)
+        self._container.close()
+        self._closed = True
+        return EncodedAudio(
+            data=self._buffer.getvalue(),
+            mime=self.spec.mime,
+            extension=self.spec.extension,
+            duration_s=self.seconds_in,
+            sample_rate=self.spec.sample_rate,
+            codec=self.spec.codec.removeprefix("lib"),
+        )
+
+    def close(self) -> None:
+        """Drop an unfinished note (the reply was abandoned)."""
+        if not self._closed:
+            self._closed = True
+            with suppress(*_DECODE_ERRORS):
+                self._container.close()
+
+    def _encode(self, frame: av.AudioFrame | None) -> None:
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)

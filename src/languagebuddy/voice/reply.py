@@ -1,0 +1,514 @@
+"""One voice exchange, exactly once: a voice note answered (by preference) with text and a voice
+note, or a text answered with a voice note too (``/voice on``).
+
+    download ─▶ decode ─▶ transcribe ─▶ "You said …" (stored, then sent at once)
+             ─▶ tutor, streamed ─▶ sentences to speech as they complete ─▶ encoder
+             ─▶ reply text (stored with the turns, sent) ─▶ voice note (stored, uploaded, sent)
+
+What the outbox keeps, so that a reclaimed event (the worker died, the platform failed) picks
+up where it stopped and never repeats a paid or visible step:
+
+- the ``heard`` part holds the transcript: a reclaim neither transcribes nor says "You said"
+  again once it was sent;
+- the reply's ``text`` parts and the ``voice`` part (the text it speaks) are written with the
+  turns: the chat model is never asked twice;
+- the encoded note is stored on the ``voice`` part before upload, and the platform's media id
+  after it: a crash or a 429/5xx after synthesis costs no second synthesis, a failed send no
+  second upload; a crash before the note was stored synthesises it again from the stored text.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from languagebuddy.ai.stt import TranscriptionClient, transcription_prompt
+from languagebuddy.ai.tts import PCM_BYTES_PER_SECOND, SpeechClient
+from languagebuddy.channels.base import Channel
+from languagebuddy.channels.split import split_text
+from languagebuddy.errors import DeliveryError, ModelRejected, ModelUnavailable
+from languagebuddy.events import InboundEvent, Kind, OutboundPart
+from languagebuddy.inbox.queue import Claimed
+from languagebuddy.indicator import TypingIndicator
+from languagebuddy.logs import get_logger
+from languagebuddy.media.audio import AudioRejected, prepare_audio_async
+from languagebuddy.media.types import EncodedAudio
+from languagebuddy.metrics import STAGE_SECONDS, VOICE_MILESTONE_SECONDS
+from languagebuddy.pipeline import StageClock, store_exchange
+from languagebuddy.store import repos
+from languagebuddy.store.models import OutboxPart, Turn
+from languagebuddy.tutor.api import TutorInput, TutorReply
+from languagebuddy.tutor.phrases import phrase, phrase_language
+from languagebuddy.tutor.prompts import speech_style
+from languagebuddy.voice.synthesis import SpeechAssembler
+
+if TYPE_CHECKING:
+    from languagebuddy.pipeline import MessagePipeline
+    from languagebuddy.services import Services
+
+log = get_logger(__name__)
+
+HEARD, TEXT, VOICE = "heard", "text", "voice"
+PROMPT_TERMS = 40  # recent words in the transcription prompt
+MAX_HEARD_CHARS = 1000  # of the transcript quoted back in "You said …"
+
+
+def wants_voice(mode: str, kind: Kind) -> bool:
+    """/voice on: always; off: never; auto (default): a voice note gets a voice note."""
+    return mode == "on" or (mode == "auto" and kind is Kind.VOICE)
+
+
+@dataclass(frozen=True)
+class LearnerView:
+    """What the voice path needs of the learner, read once per event."""
+
+    id: int
+    display_name: str | None
+    native_language: str | None
+    interface_language: str | None
+    target_language: str | None
+    level: str | None
+    voice_mode: str
+    vocabulary: tuple[str, ...]
+
+
+class VoiceClock(StageClock):
+    """Stage durations (ms, and ``lb_stage_seconds``) plus milestones: ms from the learner's
+    message arriving (the webhook) to a moment of the reply (``lb_voice_milestone_seconds``)."""
+
+    def __init__(self, received_at: float) -> None:
+        super().__init__()
+        self.received_at = received_at
+        # perf_counter() at the moment of received_at, to turn perf_counter readings into it
+        self._origin = time.perf_counter() - max(0.0, time.time() - received_at)
+
+    def mark(self, name: str, at: float | None = None) -> None:
+        seconds = (time.perf_counter() if at is None else at) - self._origin
+        self.timings[name] = round(seconds * 1000, 2)
+        VOICE_MILESTONE_SECONDS.labels(name).observe(seconds)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.timings[name] = round(seconds * 1000, 2)
+        STAGE_SECONDS.labels(name).observe(seconds)
+
+
+class VoiceReplies:
+    """The voice path's entry points, called by the message pipeline."""
+
+    def __init__(self, pipeline: MessagePipeline, services: Services) -> None:
+        settings = services.settings
+        self.pipeline = pipeline
+        self.settings = settings
+        self.sessions = services.sessions
+        self.transcriber = TranscriptionClient(services.openai, settings.stt_model)
+        self.speech = SpeechClient(services.openai, settings.tts_model, settings.tts_voice)
+
+    async def takes(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> bool:
+        """Whether this event goes the voice way: a voice note, an event whose stored reply
+        has voice parts, or a text from a learner who asked for voice replies."""
+        event = item.event
+        if event.kind is Kind.VOICE or any(p.kind in (HEARD, VOICE) for p in parts):
+            return True
+        if parts or event.kind is not Kind.TEXT or channel.voice_format is None:
+            return False
+        async with self.sessions() as session:
+            learner = await repos.find_learner(session, event.channel, event.user_id)
+        return learner is not None and learner.voice_mode == "on"
+
+    async def handle(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> None:
+        await _VoiceExchange(self, item, channel, parts).run()
+
+
+@dataclass
+class _Usage:
+    rows: list[tuple[str, str, float]] = field(default_factory=list)  # kind, model, seconds
+
+    async def flush(self, session: Any, learner_id: int) -> None:
+        for kind, model, seconds in self.rows:
+            await repos.record_usage(session, learner_id, kind, model, audio_seconds=seconds)
+        self.rows.clear()
+
+
+class _VoiceExchange:
+    """The state of one event on the voice path."""
+
+    def __init__(
+        self, replies: VoiceReplies, item: Claimed, channel: Channel, parts: list[OutboxPart]
+    ) -> None:
+        self.replies = replies
+        self.pipeline = replies.pipeline
+        self.sessions = replies.sessions
+        self.item = item
+        self.event: InboundEvent = item.event
+        self.channel = channel
+        self.parts = parts
+        self.clock = VoiceClock(self.event.received_at)
+        self.indicator = TypingIndicator(channel, self.event)
+        self.usage = _Usage()
+
+    async def run(self) -> None:
+        self.indicator.start()
+        try:
+            learner = await self._learner()
+            speak = self.channel.voice_format is not None and wants_voice(
+                learner.voice_mode, self.event.kind
+            )
+            if any(p.kind in (TEXT, VOICE) for p in self.parts):
+                await self._finish_stored(learner)
+            else:
+                await self._compose(learner, speak)
+        finally:
+            await self.indicator.stop()
+
+    # -- the learner -----------------------------------------------------------------------
+
+    async def _learner(self) -> LearnerView:
+        with self.clock.stage("learner"):
+            learner_id = await self.pipeline._learner_id(self.event)
+            async with self.sessions() as session:
+                learner = await repos.get_learner(session, learner_id)
+                if learner is None:
+                    raise LookupError(f"learner {learner_id} vanished")
+                words = await repos.vocabulary(session, learner_id, limit=PROMPT_TERMS)
+        terms = tuple(
+            w.term
+            for w in words
+            if not learner.target_language or w.language == learner.target_language
+        )
+        return LearnerView(
+            id=learner.id,
+            display_name=learner.display_name,
+            native_language=learner.native_language,
+            interface_language=learner.interface_language,
+            target_language=learner.target_language,
+            level=learner.level,
+            voice_mode=learner.voice_mode or "auto",
+            vocabulary=terms,
+        )
+
+    def _lang(self, learner: LearnerView) -> str:
+        return phrase_language(
+            learner.native_language, learner.interface_language, self.event.language_hint
+        )
+
+    # -- a new exchange --------------------------------------------------------------------
+
+    async def _compose(self, learner: LearnerView, speak: bool) -> None:
+        heard = next((p for p in self.parts if p.kind == HEARD), None)
+        if self.event.kind is Kind.VOICE:
+            if heard is None:
+                heard, problem = await self._hear(learner)
+                if heard is None:
+                    await self._answer_problem(learner, problem or "audio_corrupt")
+                    return
+            if heard.sent_at is None:
+                await self.pipeline._deliver(self.item, self.channel, [heard])
+                self.clock.mark("heard_sent")
+            meta = heard.meta or {}
+            turn_input = TutorInput(
+                kind=Kind.VOICE,
+                text=str(meta.get("transcript") or ""),
+                unclear_words=tuple(meta.get("unclear") or ()),
+                language_hint=self.event.language_hint,
+            )
+        else:
+            turn_input = TutorInput(
+                kind=Kind.TEXT, text=self.event.text, language_hint=self.event.language_hint
+            )
+        self.indicator.poke(voice=speak)
+        assembler = self._assembler(learner) if speak else None
+        try:
+            reply = await self._ask_tutor(learner, turn_input, assembler)
+            # Fixed answers (commands, unusable input) cost no model call and get no voice.
+            speak = speak and not reply.erased and reply.usage.get("model_calls", 0) > 0
+            parts = await self._store_reply(learner, reply, heard, speak)
+            await self.pipeline._deliver(
+                self.item, self.channel, [p for p in parts if p.kind == TEXT]
+            )
+            voice_part = next((p for p in parts if p.kind == VOICE), None)
+            if voice_part is not None and assembler is not None:
+                self.indicator.poke(voice=True)
+                audio = await self._synthesise(assembler, voice_part, learner)
+                await self._send_voice(voice_part, audio)
+        finally:
+            if assembler is not None:
+                await assembler.aclose()
+        await self._save_timings()
+
+    async def _hear(self, learner: LearnerView) -> tuple[OutboxPart | None, str | None]:
+        """Download, check and transcribe the note; store the "You said" part with what was
+        heard. (None, problem code) when the audio cannot be used."""
+        settings = self.replies.settings
+        with self.clock.stage("download"):
+            try:
+                media = await self.channel.download(self.event)
+            except DeliveryError as exc:
+                if exc.retryable:
+                    raise
+                return None, "audio_too_large" if exc.code == "too_large" else (
+                    "audio_download_failed"
+                )
+        with self.clock.stage("decode"):
+            try:
+                audio = await prepare_audio_async(
+                    media.data, max_seconds=settings.voice_max_seconds
+                )
+            except AudioRejected as exc:
+                log.info("voice.rejected", item=self.item.id, code=exc.code, reason=str(exc))
+                return None, exc.code
+            finally:
+                del media
+        prompt = transcription_prompt(learner.display_name, list(learner.vocabulary))
+        with self.clock.stage("transcribe"):
+            try:
+                transcript = await self.replies.transcriber.transcribe(
+                    (audio.upload_name, audio.upload, audio.upload_mime),
+                    language=learner.target_language,
+                    prompt=prompt,
+                )
+            except ModelRejected as exc:
+                log.warning("voice.stt_rejected", item=self.item.id, status=exc.status_code)
+                return None, "audio_corrupt"
+            except ModelUnavailable:
+                await self.pipeline._apologise_once(self.item, self.channel, learner.id)
+                raise
+        self.usage.rows.append(("stt", transcript.model, audio.duration_s))
+        if not transcript.heard_speech:
+            return None, "audio_silent"
+        quoted = transcript.text
+        if len(quoted) > MAX_HEARD_CHARS:
+            quoted = quoted[: MAX_HEARD_CHARS - 1].rstrip() + "…"
+        heard = OutboxPart(
+            inbox_item_id=self.item.id,
+            seq=0,
+            kind=HEARD,
+            body=phrase("you_said", self._lang(learner), text=quoted),
+            meta={
+                "transcript": transcript.text,
+                "unclear": list(transcript.unclear),
+                "model": transcript.model,
+                "audio": audio.meta,
+            },
+        )
+        async with self.sessions.begin() as session:
+            session.add(heard)
+            await self.usage.flush(session, learner.id)
+        log.info(
+            "voice.heard",
+            item=self.item.id,
+            seconds=round(audio.duration_s, 2),
+            unclear=len(transcript.unclear),
+            sent_as=audio.meta["sent_as"],
+        )
+        return heard, None
+
+    async def _answer_problem(self, learner: LearnerView, problem: str) -> None:
+        """Unusable audio: the fixed phrase for the problem, as text, with no model call."""
+        reply = await self.pipeline.tutor.respond(
+            learner.id,
+            TutorInput(kind=Kind.VOICE, problem=problem, language_hint=self.event.language_hint),
+        )
+        parts = await self._store_reply(learner, reply, None, speak=False)
+        await self.pipeline._deliver(self.item, self.channel, parts)
+        await self._save_timings()
+
+    def _assembler(self, learner: LearnerView) -> SpeechAssembler:
+        assert self.channel.voice_format is not None
+        return SpeechAssembler(
+            self.replies.speech,
+            speech_style(learner.target_language, learner.level),
+            self.channel.voice_format,
+        )
+
+    async def _ask_tutor(
+        self, learner: LearnerView, turn: TutorInput, assembler: SpeechAssembler | None
+    ) -> TutorReply:
+        first_token = False
+
+        async def on_delta(text: str) -> None:
+            nonlocal first_token
+            if not first_token:
+                first_token = True
+                self.clock.mark("first_token")
+            if assembler is not None:
+                await assembler.add(text)
+
+        with self.clock.stage("tutor"):
+            try:
+                reply = await self.pipeline.tutor.respond(learner.id, turn, on_delta=on_delta)
+            except ModelUnavailable:
+                await self.pipeline._apologise_once(self.item, self.channel, learner.id)
+                raise
+        self.clock.mark("tutor_done")
+        return reply
+
+    async def _store_reply(
+        self, learner: LearnerView, reply: TutorReply, heard: OutboxPart | None, speak: bool
+    ) -> list[OutboxPart]:
+        """The turns and the reply's outbox parts, in one transaction, before anything of the
+        reply is sent."""
+        first = heard.seq + 1 if heard is not None else 0
+        texts = split_text(reply.text, self.channel.max_text_length)
+        parts = [
+            OutboxPart(inbox_item_id=self.item.id, seq=first + n, kind=TEXT, body=text)
+            for n, text in enumerate(texts)
+        ]
+        if speak:
+            parts.append(
+                OutboxPart(
+                    inbox_item_id=self.item.id, seq=first + len(texts), kind=VOICE, body=reply.text
+                )
+            )
+        meta = (heard.meta or {}) if heard is not None else {}
+        async with self.sessions.begin() as session:
+            if not reply.erased:
+                await store_exchange(
+                    session,
+                    self.item,
+                    learner.id,
+                    reply,
+                    media=meta.get("audio"),
+                    timings={**self.clock.timings, **reply.timings},
+                    transcript=meta.get("transcript"),
+                )
+                await self.usage.flush(session, learner.id)
+            session.add_all(parts)
+        return parts
+
+    # -- the voice note --------------------------------------------------------------------
+
+    async def _synthesise(
+        self, assembler: SpeechAssembler, part: OutboxPart, learner: LearnerView
+    ) -> EncodedAudio | None:
+        """Finish the note and store it on its part before anything is uploaded. None when
+        the speech model stays unavailable: the learner has the text already."""
+        try:
+            audio = await assembler.finish(part.body)
+        except (ModelUnavailable, ModelRejected) as exc:
+            log.warning("voice.tts_failed", item=self.item.id, error=type(exc).__name__)
+            audio = None
+        finally:
+            self._speech_timings(assembler, learner)
+        async with self.sessions.begin() as session:
+            await self.usage.flush(session, learner.id)
+            values: dict[str, Any]
+            if audio is None:
+                # Nothing to send: the part is settled so a retry does not try again.
+                values = {"sent_at": time.time(), "provider_message_id": "skipped:no-speech"}
+            else:
+                values = {
+                    "audio": audio.data,
+                    "audio_mime": audio.mime,
+                    "duration_s": audio.duration_s,
+                }
+            await session.execute(update(OutboxPart).where(OutboxPart.id == part.id).values(values))
+        return audio
+
+    def _speech_timings(self, assembler: SpeechAssembler, learner: LearnerView) -> None:
+        if assembler.first_audio_at is not None:
+            self.clock.mark("first_audio", assembler.first_audio_at)
+        if assembler.synthesis_done_at is not None:
+            self.clock.mark("synthesis_done", assembler.synthesis_done_at)
+        self.clock.add("encode", assembler.encode_seconds)
+        if assembler.pcm_bytes:
+            seconds = assembler.pcm_bytes / PCM_BYTES_PER_SECOND
+            self.usage.rows.append(("tts", self.replies.speech.model, seconds))
+
+    async def _send_voice(self, part: OutboxPart, audio: EncodedAudio | None) -> None:
+        """Upload (once) and send the stored note."""
+        if audio is None:
+            return
+        outbound = OutboundPart(
+            kind="voice",
+            audio=audio.data,
+            audio_mime=audio.mime,
+            duration_s=audio.duration_s,
+            media_ref=part.media_ref
+            if part.media_ref and (part.media_ref_until or 0) > time.time()
+            else None,
+        )
+        if outbound.media_ref is None:
+            with self.clock.stage("upload"):
+                uploaded = await self.channel.upload_voice(self.event, outbound)
+            if uploaded is not None:
+                outbound.media_ref = uploaded.ref
+                async with self.sessions.begin() as session:
+                    await session.execute(
+                        update(OutboxPart)
+                        .where(OutboxPart.id == part.id)
+                        .values(media_ref=uploaded.ref, media_ref_until=uploaded.expires_at)
+                    )
+        with self.clock.stage("send"):
+            try:
+                ids = await self.channel.send(
+                    self.event, [outbound], idempotency_key=f"inbox-{self.item.id}-{part.seq}"
+                )
+            except DeliveryError as exc:
+                if exc.delivered:  # it went out before the failure was reported
+                    await self.pipeline._mark_sent(self.item, [part], exc.delivered)
+                raise
+        self.clock.mark("voice_sent")
+        await self.pipeline._mark_sent(self.item, [part], ids)
+        log.info(
+            "voice.sent",
+            item=self.item.id,
+            seconds=round(audio.duration_s, 2),
+            size=len(audio.data),
+            timings=self.clock.timings,
+        )
+
+    # -- after a crash or a failed delivery ------------------------------------------------
+
+    async def _finish_stored(self, learner: LearnerView) -> None:
+        """The reply is stored: send what is unsent, in order; a voice part without its note
+        is synthesised from its stored text (the chat model is not asked again)."""
+        unsent = [p for p in self.parts if p.sent_at is None]
+        texts = [p for p in unsent if p.kind in (HEARD, TEXT)]
+        await self.pipeline._deliver(self.item, self.channel, texts)
+        voice_part = next((p for p in unsent if p.kind == VOICE), None)
+        if voice_part is None or self.channel.voice_format is None:
+            return
+        self.indicator.poke(voice=True)
+        audio = await self._stored_audio(voice_part)
+        if audio is None:
+            assembler = self._assembler(learner)
+            try:
+                audio = await self._synthesise(assembler, voice_part, learner)
+            finally:
+                await assembler.aclose()
+        await self._send_voice(voice_part, audio)
+        await self._save_timings()
+
+    async def _stored_audio(self, part: OutboxPart) -> EncodedAudio | None:
+        async with self.sessions() as session:
+            row = await session.execute(
+                select(OutboxPart.audio, OutboxPart.audio_mime, OutboxPart.duration_s).where(
+                    OutboxPart.id == part.id
+                )
+            )
+            found = row.first()
+        if found is None or found.audio is None:
+            return None
+        log.info("voice.resumed", item=self.item.id, stored_bytes=len(found.audio))
+        return EncodedAudio(
+            data=found.audio,
+            mime=found.audio_mime or "audio/ogg",
+            extension="",
+            duration_s=found.duration_s or 0.0,
+            sample_rate=0,
+            codec="",
+        )
+
+    async def _save_timings(self) -> None:
+        """Add the stages measured after the turns were stored to the learner turn's timings."""
+        async with self.sessions.begin() as session:
+            turn = (
+                await session.execute(
+                    select(Turn).where(Turn.inbox_item_id == self.item.id, Turn.direction == "in")
+                )
+            ).scalar_one_or_none()
+            if turn is not None:
+                turn.timings = {**(turn.timings or {}), **self.clock.timings}
