@@ -83,6 +83,9 @@ class Channel(Protocol):
     typing_interval: float | None
     voice_format: VoiceFormat | None  # None: the channel cannot carry a voice reply
     media_limits: MediaLimits
+    # True: one free reply per learner message, later messages are billed (LINE's reply
+    # token); the pipeline then sends a reply's text and voice note together, in one send.
+    single_reply: bool
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise VerificationError unless the raw body carries a valid signature/secret."""

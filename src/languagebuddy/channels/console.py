@@ -28,6 +28,7 @@ class ConsoleChannel:
     max_text_length = 20_000
     typing_interval = None
     voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
+    single_reply = False
     media_limits = MediaLimits(image_bytes=MAX_MEDIA_BYTES, audio_bytes=MAX_MEDIA_BYTES)
 
     def __init__(

@@ -110,6 +110,7 @@ class LineChannel:
     max_text_length = 5000
     typing_interval = LOADING_SECONDS - 2.0  # renewed just before the animation ends
     voice_format: VoiceFormat = "m4a"
+    single_reply = True  # the reply token: one free reply per event, pushes are billed
 
     def __init__(
         self,

@@ -87,6 +87,7 @@ class TelegramChannel:
     max_text_length = 4096
     typing_interval = 4.5  # a chat action lasts 5 s
     voice_format: VoiceFormat = "ogg_opus"
+    single_reply = False
 
     def __init__(
         self,

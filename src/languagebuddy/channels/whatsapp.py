@@ -94,6 +94,7 @@ class WhatsAppChannel:
     max_text_length = 4096
     typing_interval = 20.0  # Meta drops the indicator after 25 s or at our reply
     voice_format: VoiceFormat = "ogg_opus"
+    single_reply = False
 
     def __init__(
         self,

@@ -37,7 +37,7 @@ from languagebuddy.logs import get_logger
 from languagebuddy.media.audio import AudioRejected, prepare_audio_async
 from languagebuddy.media.types import EncodedAudio
 from languagebuddy.metrics import STAGE_SECONDS, VOICE_MILESTONE_SECONDS
-from languagebuddy.pipeline import StageClock, store_exchange
+from languagebuddy.pipeline import StageClock, outbound_part, store_exchange
 from languagebuddy.store import repos
 from languagebuddy.store.models import OutboxPart, Turn
 from languagebuddy.tutor.api import TutorInput, TutorReply
@@ -225,14 +225,16 @@ class _VoiceExchange:
             # Fixed answers (commands, unusable input) cost no model call and get no voice.
             speak = speak and not reply.erased and reply.usage.get("model_calls", 0) > 0
             parts = await self._store_reply(learner, reply, heard, speak)
-            await self.pipeline._deliver(
-                self.item, self.channel, [p for p in parts if p.kind == TEXT]
-            )
+            texts = [p for p in parts if p.kind == TEXT]
             voice_part = next((p for p in parts if p.kind == VOICE), None)
+            if voice_part is None or assembler is None or not self.channel.single_reply:
+                # The text goes at once; the learner reads while the note is made.
+                await self.pipeline._deliver(self.item, self.channel, texts)
+                texts = []
             if voice_part is not None and assembler is not None:
                 self.indicator.poke(voice=True)
                 audio = await self._synthesise(assembler, voice_part, learner)
-                await self._send_voice(voice_part, audio)
+                await self._send_voice(voice_part, audio, texts)
         finally:
             if assembler is not None:
                 await assembler.aclose()
@@ -417,9 +419,13 @@ class _VoiceExchange:
             seconds = assembler.pcm_bytes / PCM_BYTES_PER_SECOND
             self.usage.rows.append(("tts", self.replies.speech.model, seconds))
 
-    async def _send_voice(self, part: OutboxPart, audio: EncodedAudio | None) -> None:
-        """Upload (once) and send the stored note."""
+    async def _send_voice(
+        self, part: OutboxPart, audio: EncodedAudio | None, texts: list[OutboxPart]
+    ) -> None:
+        """Upload (once) and send the stored note, after ``texts`` in the same send (on a
+        single-reply platform the reply's text waits for its note)."""
         if audio is None:
+            await self.pipeline._deliver(self.item, self.channel, texts)
             return
         outbound = OutboundPart(
             kind="voice",
@@ -441,17 +447,22 @@ class _VoiceExchange:
                         .where(OutboxPart.id == part.id)
                         .values(media_ref=uploaded.ref, media_ref_until=uploaded.expires_at)
                     )
+        first = texts[0].seq if texts else part.seq
         with self.clock.stage("send"):
             try:
                 ids = await self.channel.send(
-                    self.event, [outbound], idempotency_key=f"inbox-{self.item.id}-{part.seq}"
+                    self.event,
+                    [*(outbound_part(t) for t in texts), outbound],
+                    idempotency_key=f"inbox-{self.item.id}-{first}",
                 )
             except DeliveryError as exc:
-                if exc.delivered:  # it went out before the failure was reported
-                    await self.pipeline._mark_sent(self.item, [part], exc.delivered)
+                # What went out before the failure is marked; the rest is retried.
+                await self.pipeline._mark_sent(
+                    self.item, [*texts, part][: len(exc.delivered)], exc.delivered
+                )
                 raise
         self.clock.mark("voice_sent")
-        await self.pipeline._mark_sent(self.item, [part], ids)
+        await self.pipeline._mark_sent(self.item, [*texts, part], ids)
         log.info(
             "voice.sent",
             item=self.item.id,
@@ -466,11 +477,15 @@ class _VoiceExchange:
         """The reply is stored: send what is unsent, in order; a voice part without its note
         is synthesised from its stored text (the chat model is not asked again)."""
         unsent = [p for p in self.parts if p.sent_at is None]
-        texts = [p for p in unsent if p.kind in (HEARD, TEXT)]
-        await self.pipeline._deliver(self.item, self.channel, texts)
         voice_part = next((p for p in unsent if p.kind == VOICE), None)
         if voice_part is None or self.channel.voice_format is None:
+            await self.pipeline._deliver(self.item, self.channel, unsent)
             return
+        heard = [p for p in unsent if p.kind == HEARD]
+        texts = [p for p in unsent if p.kind == TEXT]
+        if not self.channel.single_reply:
+            heard, texts = heard + texts, []
+        await self.pipeline._deliver(self.item, self.channel, heard)
         self.indicator.poke(voice=True)
         audio = await self._stored_audio(voice_part)
         if audio is None:
@@ -479,7 +494,7 @@ class _VoiceExchange:
                 audio = await self._synthesise(assembler, voice_part, learner)
             finally:
                 await assembler.aclose()
-        await self._send_voice(voice_part, audio)
+        await self._send_voice(voice_part, audio, texts)
         await self._save_timings()
 
     async def _stored_audio(self, part: OutboxPart) -> EncodedAudio | None:
