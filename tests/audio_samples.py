@@ -63,6 +63,26 @@ def encode(pcm: np.ndarray, rate: int, fmt: Format) -> bytes:
     return buffer.getvalue()
 
 
+def encode_stereo(pcm: np.ndarray, fmt: Format) -> bytes:
+    """Two-channel int16 ``pcm`` (shape 2 x n) at 24 kHz in ``fmt``."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=fmt.container) as container:
+        stream = container.add_stream(fmt.codec, rate=fmt.rate)
+        stream.layout = "stereo"
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format, layout="stereo", rate=fmt.rate
+        )
+        packed = np.ascontiguousarray(pcm.T).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout="stereo")
+        frame.sample_rate = 24_000
+        for out in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(out):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
 @lru_cache(maxsize=64)
 def voice_note(
     fmt: str = "ogg_opus", seconds: float | None = None, text: str = SAMPLE_TEXT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -107,6 +108,13 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
+def _stored_notes(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM outbox WHERE kind = 'voice' AND audio IS NOT NULL"
+        ).fetchone()[0]
+
+
 def _delivered(wa: FakeWhatsApp) -> list[str]:
     return [m["type"] for m in wa.sent if m.get("to") == USER]
 
@@ -132,8 +140,10 @@ def test_sigkill_between_synthesis_and_upload_sends_one_voice_note(
     env = _env(ai, wa, f"sqlite+aiosqlite:///{tmp_path / 'lb.db'}")
     _post_voice_note(ai, wa, env)
     wa.upload_delay = 60.0  # the first worker's upload hangs: the note is made and stored
+    db = tmp_path / "lb.db"
     with worker(env, tmp_path) as first:
         wait_until(lambda: bool(wa.server.recorded("/media", "POST")), "the upload")
+        wait_until(lambda: _stored_notes(db) == 1, "the note stored beside the upload")
         _kill(first)
     assert _delivered(wa) == ["text", "text"]  # "You said" and the text went before
     wa.upload_delay = 0.0

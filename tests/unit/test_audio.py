@@ -26,7 +26,15 @@ from languagebuddy.media.audio import (
     prepare_audio,
     prepare_audio_async,
 )
-from tests.audio_samples import INBOUND_FORMATS, decoded, encode, quiet_note, voice_note
+from tests.audio_samples import (
+    INBOUND_FORMATS,
+    SAMPLE_TEXT,
+    decoded,
+    encode,
+    encode_stereo,
+    quiet_note,
+    voice_note,
+)
 from tests.fakes.openai_audio import speech_like
 
 PASSED_THROUGH = {"ogg_opus": "ogg", "m4a": "m4a", "mp4": "m4a", "mp3": "mp3"}
@@ -48,6 +56,35 @@ def test_every_inbound_format_decodes_to_its_real_length(fmt: str) -> None:
     else:
         assert audio.upload == data
     assert "sha256" in audio.meta and "upload=" not in repr(audio)  # no bytes in logs
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "m4a", "ogg_opus", "aac"])
+def test_stereo_notes_are_mixed_down(fmt: str) -> None:
+    """A stereo file (a music-app recording) is heard as one voice, whichever sample format
+    and layout its decoder gives (planar float, packed int…)."""
+    import dataclasses
+
+    pcm = speech_like(SAMPLE_TEXT)
+    stereo = np.stack([pcm, (pcm * 0.5).astype(np.int16)])  # a louder left channel
+    spec = dataclasses.replace(INBOUND_FORMATS[fmt], rate=48_000 if fmt == "ogg_opus" else 44_100)
+    data = encode_stereo(stereo, spec)
+    audio = prepare_audio(data)
+    assert audio.channels == 2
+    assert audio.duration_s == pytest.approx(len(pcm) / 24_000, abs=0.1)
+    assert audio.speech_s > 1.0 and -12 < audio.peak_dbfs < 0
+
+
+def test_a_damaged_file_is_salvaged_as_flac() -> None:
+    """A passthrough-format file that breaks part-way is not sent as it is; what decoded is."""
+    data = bytearray(voice_note("mp3", seconds=8.0))
+    data[len(data) // 2 : len(data) // 2 + 4000] = b"\xff" * 4000  # broken frames mid-file
+    try:
+        audio = prepare_audio(bytes(data))
+    except AudioRejected as exc:  # pragma: no cover - libav may also just skip the frames
+        assert exc.code in CODES
+    else:
+        assert audio.upload_name in ("voice.mp3", "voice.flac")
+        assert decoded(audio.upload)[4] > 1.0
 
 
 def test_the_real_duration_comes_from_the_stream_not_the_header() -> None:

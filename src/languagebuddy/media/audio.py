@@ -32,6 +32,7 @@ from typing import Final, TypeVar
 
 import av
 import numpy as np
+import soxr
 
 from languagebuddy.media.types import EncodedAudio, PreparedAudio
 
@@ -68,7 +69,6 @@ _LENGTH_SLACK_S: Final = 0.5
 MIN_SECONDS: Final = 0.3  # shorter is an accidental tap on the record button
 # Speech is measured in 20 ms windows; a window counts as sound above this RMS. Phone noise
 # floors sit around -60 dBFS and speech around -30 to -15 dBFS.
-_WINDOW: Final = STT_RATE // 50
 SILENCE_DBFS: Final = -45.0
 MIN_SPEECH_S: Final = 0.25
 # Decoding an otherwise broken file that still gave this much audio is kept (sent as FLAC).
@@ -127,33 +127,34 @@ def prepare_audio(data: bytes, *, max_seconds: float = 300.0) -> PreparedAudio:
         stated = _stated_seconds(container, stream)
         if stated is not None and stated > max_seconds + _LENGTH_SLACK_S:
             raise AudioRejected(AUDIO_TOO_LONG, f"{stated:.1f} s stated, limit {max_seconds:g} s")
-        pcm, damaged = _decode_mono(container, stream, max_seconds)
-        rate = stream.codec_context.sample_rate or stream.rate or 0
+        passthrough = _PASSTHROUGH.get((fmt, codec))
+        if container.streams.video or len(data) > MAX_UPLOAD_BYTES:
+            passthrough = None
+        sound = _decode(container, stream, max_seconds, keep_pcm=passthrough is None)
         channels = stream.codec_context.channels or 0
-        has_video = bool(container.streams.video)
-    duration = len(pcm) / STT_RATE
-    if damaged and duration < _MIN_SALVAGED_S:
+    duration = sound.seconds
+    if sound.damaged and duration < _MIN_SALVAGED_S:
         raise AudioRejected(AUDIO_CORRUPT, "the audio could not be decoded")
     if duration < MIN_SECONDS:
         raise AudioRejected(AUDIO_EMPTY, f"{duration:.2f} s of audio")
-    speech_s, peak_dbfs = _loudness(pcm)
-    if speech_s < MIN_SPEECH_S:
-        raise AudioRejected(AUDIO_SILENT, f"{speech_s:.2f} s above {SILENCE_DBFS:g} dBFS")
-    passthrough = _PASSTHROUGH.get((fmt, codec))
-    if passthrough is not None and not damaged and not has_video and len(data) <= MAX_UPLOAD_BYTES:
+    if sound.speech_s < MIN_SPEECH_S:
+        raise AudioRejected(AUDIO_SILENT, f"{sound.speech_s:.2f} s above {SILENCE_DBFS:g} dBFS")
+    if passthrough is not None and not sound.damaged:
         upload, (name, mime) = data, passthrough
     else:
-        upload, name, mime = encode_pcm_flac(pcm), "voice.flac", "audio/flac"
+        if passthrough is not None:  # planned to send the file as is, but it is broken
+            sound = _salvage(data, max_seconds)
+        upload, name, mime = encode_pcm_flac(sound.pcm16k()), "voice.flac", "audio/flac"
     return PreparedAudio(
         upload=upload,
         upload_name=name,
         upload_mime=mime,
         duration_s=duration,
-        speech_s=speech_s,
-        peak_dbfs=peak_dbfs,
+        speech_s=sound.speech_s,
+        peak_dbfs=sound.peak_dbfs,
         container=fmt.split(",")[0],
         codec=codec,
-        sample_rate=int(rate),
+        sample_rate=sound.rate,
         channels=int(channels),
         original_size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
@@ -165,6 +166,13 @@ async def prepare_audio_async(data: bytes, *, max_seconds: float = 300.0) -> Pre
     return await run_audio(prepare_audio, data, max_seconds=max_seconds)
 
 
+def _salvage(data: bytes, max_seconds: float) -> _Sound:
+    """Decode again keeping the audio, for a damaged file that cannot be sent as it is (rare:
+    the first pass keeps no PCM when the file itself was to be the upload)."""
+    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        return _decode(container, container.streams.audio[0], max_seconds, keep_pcm=True)
+
+
 def _stated_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
     """The length the file claims (container header or stream header), if any."""
     if stream.duration is not None and stream.time_base is not None:
@@ -174,49 +182,136 @@ def _stated_seconds(container: av.container.InputContainer, stream: av.AudioStre
     return None
 
 
-def _decode_mono(
-    container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float
-) -> tuple[np.ndarray, bool]:
-    """All of the stream as 16 kHz mono int16, and whether decoding hit an error."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=STT_RATE)
-    limit = int((max_seconds + _LENGTH_SLACK_S) * STT_RATE)
-    chunks: list[np.ndarray] = []
-    samples = 0
+class _Sound:
+    """What one pass over the decoded audio learns: its length and loudness at the stream's
+    own rate, and (when the upload is to be made from it) the audio at 16 kHz.
+
+    Decoded frames are gathered into ~0.25 s blocks and handled with numpy and one stateful
+    soxr stream: per 20 ms frame, libav's resampler filter graph cost more than decoding."""
+
+    def __init__(self, rate: int, keep_pcm: bool) -> None:
+        self.rate = rate
+        self.window = max(1, rate // 50)  # 20 ms
+        self._threshold = (10 ** (SILENCE_DBFS / 20)) ** 2 * self.window
+        self._block: list[np.ndarray] = []
+        self._block_len = 0
+        self._carry = np.zeros(0, np.float32)
+        self.samples = 0
+        self.loud_windows = 0
+        self.peak = 0.0
+        self.damaged = False
+        self._resampler = soxr.ResampleStream(rate, STT_RATE, 1, "float32") if keep_pcm else None
+        self._pcm: list[np.ndarray] = []
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.rate if self.rate else 0.0
+
+    @property
+    def speech_s(self) -> float:
+        return self.loud_windows * self.window / self.rate if self.rate else 0.0
+
+    @property
+    def peak_dbfs(self) -> float:
+        return 20 * math.log10(self.peak) if self.peak > 0 else -math.inf
+
+    def add(self, mono: np.ndarray) -> None:
+        self._block.append(mono)
+        self._block_len += mono.size
+        self.samples += mono.size
+        if self._block_len >= self.rate // 4:
+            self._flush()
+
+    def close(self) -> None:
+        self._flush(last=True)
+
+    def _flush(self, last: bool = False) -> None:
+        if self._block:
+            block = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
+            self._block, self._block_len = [], 0
+            if block.size:
+                self.peak = max(self.peak, float(np.max(np.abs(block))))
+            if self._resampler is not None:
+                self._pcm.append(self._resampler.resample_chunk(block))
+            joined = np.concatenate([self._carry, block]) if self._carry.size else block
+            whole = joined.size - joined.size % self.window
+            windows = joined[:whole].reshape(-1, self.window)
+            energy = np.einsum("ij,ij->i", windows, windows)
+            self.loud_windows += int(np.count_nonzero(energy > self._threshold))
+            self._carry = joined[whole:]
+        if last and self._resampler is not None:
+            self._pcm.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+
+    def pcm16k(self) -> np.ndarray:
+        """The audio at 16 kHz as int16 (only when decoded with ``keep_pcm``)."""
+        pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.float32)
+        return (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+_SAMPLE_TYPES: Final = {
+    "u8": np.uint8,
+    "s16": np.int16,
+    "s32": np.int32,
+    "flt": np.float32,
+    "dbl": np.float64,
+    "s64": np.int64,
+}
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    """A decoded frame as mono float32 in [-1, 1], whatever its sample format and layout.
+    Reads the planes' buffers directly (``to_ndarray`` stacks them, at several times the
+    cost for the 20 ms frames voice notes are made of)."""
+    name = frame.format.name.removesuffix("p")
+    dtype = _SAMPLE_TYPES[name]
+    channels = frame.layout.nb_channels or 1
+    count = frame.samples
+    if frame.format.is_planar:
+        planes = [np.frombuffer(plane, dtype, count=count) for plane in frame.planes[:channels]]
+        samples = planes[0] if channels == 1 else np.mean(planes, axis=0, dtype=np.float64)
+    else:
+        samples = np.frombuffer(frame.planes[0], dtype, count=count * channels)
+        if channels > 1:
+            samples = samples.reshape(-1, channels).mean(axis=1, dtype=np.float64)
+    if name == "u8":
+        return ((samples.astype(np.float32) - 128.0) / 128.0).astype(np.float32, copy=False)
+    if np.issubdtype(dtype, np.integer):
+        scale = float(2 ** (np.dtype(dtype).itemsize * 8 - 1))
+        return (samples / scale).astype(np.float32, copy=False)
+    return samples.astype(np.float32, copy=False)
+
+
+def _decode(
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    max_seconds: float,
+    *,
+    keep_pcm: bool,
+) -> _Sound:
+    """Decode the whole stream once; stop at the limit, or at the first broken packet."""
+    rate = int(stream.codec_context.sample_rate or 0)
+    sound: _Sound | None = _Sound(rate, keep_pcm) if rate > 0 else None
+    limit = (max_seconds + _LENGTH_SLACK_S) * max(rate, 1)
     damaged = False
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
-                frame.pts = None  # resample by sample count, whatever the timestamps claim
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    samples += chunk.size
-            if samples > limit:
+                if sound is None:  # the header had no rate; the first frame does
+                    rate = frame.sample_rate
+                    sound = _Sound(rate, keep_pcm)
+                    limit = (max_seconds + _LENGTH_SLACK_S) * rate
+                if frame.sample_rate != rate:
+                    raise ValueError("the sample rate changed mid-stream")
+                sound.add(_mono(frame))
+            if sound is not None and sound.samples > limit:
                 raise AudioRejected(AUDIO_TOO_LONG, f"over {max_seconds:g} s when decoded")
     except _DECODE_ERRORS:
         damaged = True
-    try:
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    except _DECODE_ERRORS:
-        damaged = True
-    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-    return pcm.astype(np.int16, copy=False), damaged
-
-
-def _loudness(pcm: np.ndarray) -> tuple[float, float]:
-    """(seconds of 20 ms windows above the silence threshold, peak in dBFS)."""
-    windows = len(pcm) // _WINDOW
-    threshold = (10 ** (SILENCE_DBFS / 20) * 32768) ** 2 * _WINDOW
-    loud = 0
-    block = 500  # windows per step (10 s), so a long note never needs a big float copy
-    for start in range(0, windows, block):
-        stop = min(start + block, windows)
-        part = pcm[start * _WINDOW : stop * _WINDOW].astype(np.int64).reshape(-1, _WINDOW)
-        loud += int(np.count_nonzero(np.einsum("ij,ij->i", part, part) > threshold))
-    peak = int(np.abs(pcm.astype(np.int32)).max()) if len(pcm) else 0
-    peak_dbfs = 20 * math.log10(peak / 32768) if peak else -math.inf
-    return loud * _WINDOW / STT_RATE, peak_dbfs
+    if sound is None:
+        raise AudioRejected(AUDIO_CORRUPT, "no decodable audio")
+    sound.close()
+    sound.damaged = damaged
+    return sound
 
 
 def encode_pcm_flac(pcm: np.ndarray, rate: int = STT_RATE) -> bytes:

@@ -19,7 +19,9 @@ up where it stopped and never repeats a paid or visible step:
 
 from __future__ import annotations
 
+import asyncio
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ from languagebuddy.ai.tts import PCM_BYTES_PER_SECOND, SpeechClient
 from languagebuddy.channels.base import Channel
 from languagebuddy.channels.split import split_text
 from languagebuddy.errors import DeliveryError, ModelRejected, ModelUnavailable
-from languagebuddy.events import InboundEvent, Kind, OutboundPart
+from languagebuddy.events import InboundEvent, Kind, Media, OutboundPart
 from languagebuddy.inbox.queue import Claimed
 from languagebuddy.indicator import TypingIndicator
 from languagebuddy.logs import get_logger
@@ -151,6 +153,9 @@ class _VoiceExchange:
 
     async def run(self) -> None:
         self.indicator.start()
+        # The note's download needs nothing of the learner: it runs beside the lookup.
+        fresh_note = self.event.kind is Kind.VOICE and not self.parts
+        download = asyncio.create_task(self._download()) if fresh_note else None
         try:
             learner = await self._learner()
             speak = self.channel.voice_format is not None and wants_voice(
@@ -159,8 +164,12 @@ class _VoiceExchange:
             if any(p.kind in (TEXT, VOICE) for p in self.parts):
                 await self._finish_stored(learner)
             else:
-                await self._compose(learner, speak)
+                await self._compose(learner, speak, download)
         finally:
+            if download is not None and not download.done():
+                download.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await download
             await self.indicator.stop()
 
     # -- the learner -----------------------------------------------------------------------
@@ -196,11 +205,14 @@ class _VoiceExchange:
 
     # -- a new exchange --------------------------------------------------------------------
 
-    async def _compose(self, learner: LearnerView, speak: bool) -> None:
+    async def _compose(
+        self, learner: LearnerView, speak: bool, download: asyncio.Task[Media] | None
+    ) -> None:
         heard = next((p for p in self.parts if p.kind == HEARD), None)
         if self.event.kind is Kind.VOICE:
             if heard is None:
-                heard, problem = await self._hear(learner)
+                assert download is not None
+                heard, problem = await self._hear(learner, download)
                 if heard is None:
                     await self._answer_problem(learner, problem or "audio_corrupt")
                     return
@@ -234,25 +246,28 @@ class _VoiceExchange:
             if voice_part is not None and assembler is not None:
                 self.indicator.poke(voice=True)
                 audio = await self._synthesise(assembler, voice_part, learner)
-                await self._send_voice(voice_part, audio, texts)
+                await self._send_voice(voice_part, audio, texts, learner, store=True)
         finally:
             if assembler is not None:
                 await assembler.aclose()
         await self._save_timings()
 
-    async def _hear(self, learner: LearnerView) -> tuple[OutboxPart | None, str | None]:
-        """Download, check and transcribe the note; store the "You said" part with what was
+    async def _download(self) -> Media:
+        with self.clock.stage("download"):
+            return await self.channel.download(self.event)
+
+    async def _hear(
+        self, learner: LearnerView, download: asyncio.Task[Media]
+    ) -> tuple[OutboxPart | None, str | None]:
+        """Check and transcribe the downloaded note; store the "You said" part with what was
         heard. (None, problem code) when the audio cannot be used."""
         settings = self.replies.settings
-        with self.clock.stage("download"):
-            try:
-                media = await self.channel.download(self.event)
-            except DeliveryError as exc:
-                if exc.retryable:
-                    raise
-                return None, "audio_too_large" if exc.code == "too_large" else (
-                    "audio_download_failed"
-                )
+        try:
+            media = await download
+        except DeliveryError as exc:
+            if exc.retryable:
+                raise
+            return None, "audio_too_large" if exc.code == "too_large" else ("audio_download_failed")
         with self.clock.stage("decode"):
             try:
                 audio = await prepare_audio_async(
@@ -385,8 +400,8 @@ class _VoiceExchange:
     async def _synthesise(
         self, assembler: SpeechAssembler, part: OutboxPart, learner: LearnerView
     ) -> EncodedAudio | None:
-        """Finish the note and store it on its part before anything is uploaded. None when
-        the speech model stays unavailable: the learner has the text already."""
+        """Finish the note. None when the speech model stays unavailable: the learner has the
+        text already, and the part is settled so that a retry does not try again."""
         try:
             audio = await assembler.finish(part.body)
         except (ModelUnavailable, ModelRejected) as exc:
@@ -394,20 +409,15 @@ class _VoiceExchange:
             audio = None
         finally:
             self._speech_timings(assembler, learner)
+        if audio is None:
+            await self._settle(part, learner, sent_at=time.time(), provider_message_id="skipped")
+        return audio
+
+    async def _settle(self, part: OutboxPart, learner: LearnerView, **values: Any) -> None:
+        """Write to the voice part (with the usage rows gathered so far)."""
         async with self.sessions.begin() as session:
             await self.usage.flush(session, learner.id)
-            values: dict[str, Any]
-            if audio is None:
-                # Nothing to send: the part is settled so a retry does not try again.
-                values = {"sent_at": time.time(), "provider_message_id": "skipped:no-speech"}
-            else:
-                values = {
-                    "audio": audio.data,
-                    "audio_mime": audio.mime,
-                    "duration_s": audio.duration_s,
-                }
             await session.execute(update(OutboxPart).where(OutboxPart.id == part.id).values(values))
-        return audio
 
     def _speech_timings(self, assembler: SpeechAssembler, learner: LearnerView) -> None:
         if assembler.first_audio_at is not None:
@@ -420,13 +430,45 @@ class _VoiceExchange:
             self.usage.rows.append(("tts", self.replies.speech.model, seconds))
 
     async def _send_voice(
-        self, part: OutboxPart, audio: EncodedAudio | None, texts: list[OutboxPart]
+        self,
+        part: OutboxPart,
+        audio: EncodedAudio | None,
+        texts: list[OutboxPart],
+        learner: LearnerView,
+        *,
+        store: bool,
     ) -> None:
-        """Upload (once) and send the stored note, after ``texts`` in the same send (on a
-        single-reply platform the reply's text waits for its note)."""
+        """Store (``store``), upload (once) and send the note, after ``texts`` in the same
+        send (on a single-reply platform the reply's text waits for its note).
+
+        Storing runs beside the upload, and is complete before the send or any failure is
+        reported: a platform error or a crash after it finds the note, never a second
+        synthesis."""
         if audio is None:
             await self.pipeline._deliver(self.item, self.channel, texts)
             return
+        stored = (
+            asyncio.create_task(
+                self._settle(
+                    part,
+                    learner,
+                    audio=audio.data,
+                    audio_mime=audio.mime,
+                    duration_s=audio.duration_s,
+                )
+            )
+            if store
+            else None
+        )
+        try:
+            await self._upload_and_send(part, audio, texts)
+        finally:
+            if stored is not None:
+                await stored
+
+    async def _upload_and_send(
+        self, part: OutboxPart, audio: EncodedAudio, texts: list[OutboxPart]
+    ) -> None:
         outbound = OutboundPart(
             kind="voice",
             audio=audio.data,
@@ -439,7 +481,7 @@ class _VoiceExchange:
         if outbound.media_ref is None:
             with self.clock.stage("upload"):
                 uploaded = await self.channel.upload_voice(self.event, outbound)
-            if uploaded is not None:
+            if uploaded is not None:  # kept so that a failed send does not upload again
                 outbound.media_ref = uploaded.ref
                 async with self.sessions.begin() as session:
                     await session.execute(
@@ -488,13 +530,14 @@ class _VoiceExchange:
         await self.pipeline._deliver(self.item, self.channel, heard)
         self.indicator.poke(voice=True)
         audio = await self._stored_audio(voice_part)
+        stored = audio is not None
         if audio is None:
             assembler = self._assembler(learner)
             try:
                 audio = await self._synthesise(assembler, voice_part, learner)
             finally:
                 await assembler.aclose()
-        await self._send_voice(voice_part, audio, texts)
+        await self._send_voice(voice_part, audio, texts, learner, store=not stored)
         await self._save_timings()
 
     async def _stored_audio(self, part: OutboxPart) -> EncodedAudio | None:
