@@ -108,6 +108,7 @@ COLUMNS = [
     Column("result", "result", width=6),
 ]
 STAGES = [
+    "learner",
     "download",
     "decode",
     "transcribe",
@@ -329,24 +330,43 @@ class Bench:
         self._read_timings(notes)
 
     def _read_timings(self, notes: Sequence[Note]) -> None:
-        db = self.service.workdir / DB_FILE
-        if not db.exists():
-            return
+        """The turns' stage timings, once the service has stored the last of them."""
         wanted = {n.message_id: n for n in notes}
         deadline = time.time() + 10
         while time.time() < deadline and any(not n.timings.get("voice_sent") for n in notes):
-            with suppress(sqlite3.OperationalError):
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-                    marks = ",".join("?" * len(wanted))
-                    rows = conn.execute(
-                        "SELECT provider_message_id, timings FROM turns WHERE direction = 'in' "
-                        f"AND provider_message_id IN ({marks})",
-                        list(wanted),
-                    ).fetchall()
-                for message_id, timings in rows:
+            with suppress(sqlite3.OperationalError, OSError):
+                for message_id, timings in self._timings_rows(list(wanted)):
                     if timings:
-                        wanted[message_id].timings = json.loads(timings)
+                        loaded = json.loads(timings) if isinstance(timings, str) else timings
+                        wanted[message_id].timings = loaded
             time.sleep(0.05)
+
+    def _timings_rows(self, message_ids: list[str]) -> list[tuple[str, Any]]:
+        url = self.service.env["DATABASE_URL"]
+        if url.startswith("sqlite"):
+            db = self.service.workdir / DB_FILE
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                marks = ",".join("?" * len(message_ids))
+                return conn.execute(
+                    "SELECT provider_message_id, timings FROM turns WHERE direction = 'in' "
+                    f"AND provider_message_id IN ({marks})",
+                    message_ids,
+                ).fetchall()
+        import asyncpg
+
+        async def fetch() -> list[tuple[str, Any]]:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                rows = await conn.fetch(
+                    "SELECT provider_message_id, timings::text FROM turns "
+                    "WHERE direction = 'in' AND provider_message_id = ANY($1::text[])",
+                    message_ids,
+                )
+            finally:
+                await conn.close()
+            return [(r[0], r[1]) for r in rows]
+
+        return asyncio.run(fetch())
 
 
 def run_notes(bench: Bench, count: int, in_flight: int) -> list[Note]:
@@ -500,6 +520,10 @@ def measure(args: argparse.Namespace, db_url: str, tmp: Path) -> dict[str, Any]:
         wa.upload_delay = UPLOAD_S
         slots = max(8, args.concurrency + 2)
         env = service_env(wa, ai, db_url, slots)
+        if not db_url.startswith("sqlite"):  # serve migrates SQLite only
+            from languagebuddy.store.migrate import upgrade_sync
+
+            upgrade_sync(db_url)
         with ServeProcess(tmp, env) as service:
             bench = Bench(service, wa, ai, note)
             warm = run_notes(bench, 3, 1)  # codecs, SDK, connections, caches

@@ -9,7 +9,7 @@ from languagebuddy.config import Settings
 Check = tuple[str, bool, str]
 
 REQUIRED_DECODERS = ("opus", "aac", "amrnb", "mp3")
-REQUIRED_ENCODERS = ("libopus", "aac")
+REQUIRED_ENCODERS = ("libopus", "aac", "flac")
 
 
 def check_codecs() -> Check:
