@@ -104,18 +104,20 @@ class MessagePipeline:
         async with self.sessions.begin() as session:
             if not reply.erased:
                 timings = {**clock.timings, **reply.timings}
-                await repos.add_turn(
-                    session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="in",
-                    modality=reply.modality,
-                    channel=event.channel,
-                    text=reply.inbound_memory or event.text,
-                    provider_message_id=event.message_id,
-                    media=getattr(turn_input.image, "meta", None),
-                    timings=timings,
-                )
+                # A call recap (issue 14) has no learner message to log, only the reply.
+                if event.kind is not Kind.CALL_RECAP:
+                    await repos.add_turn(
+                        session,
+                        learner_id=learner_id,
+                        inbox_item_id=item.id,
+                        direction="in",
+                        modality=reply.modality,
+                        channel=event.channel,
+                        text=reply.inbound_memory or event.text,
+                        provider_message_id=event.message_id,
+                        media=getattr(turn_input.image, "meta", None),
+                        timings=timings,
+                    )
                 await repos.add_turn(
                     session,
                     learner_id=learner_id,
@@ -176,6 +178,8 @@ class MessagePipeline:
             finally:
                 del media
             return TutorInput(kind=Kind.IMAGE, caption=event.caption, image=image)
+        if event.kind is Kind.CALL_RECAP:  # put by the call service when a call ends
+            return TutorInput(kind=Kind.CALL_RECAP, call_id=int(event.extra["call_id"]))
         unsupported = event.unsupported_type or event.kind.value
         return TutorInput(kind=Kind.UNSUPPORTED, unsupported_type=unsupported)
 
