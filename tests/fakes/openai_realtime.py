@@ -102,7 +102,7 @@ class FakeRealtimeSession:
         self.items: dict[str, ItemAudio] = {}
         self.truncations: list[dict[str, Any]] = []
         self.errors_sent: list[dict[str, Any]] = []
-        self.speech_started_at: list[float] = []  # wall clock of each speech_started sent
+        self.speech_started_at: list[float] = []  # monotonic time of each speech_started
         self.deltas_sent: list[tuple[float, str, bytes]] = []  # (time, item, bytes) recording
         self.responses: list[dict[str, Any]] = []  # response.create requests, in order
         self.responding = False
@@ -387,7 +387,7 @@ class _SessionRunner:
             return
         session.appends += 1
         if self.fake.record_timing:
-            session.append_times.append((time.time(), audio))
+            session.append_times.append((time.monotonic(), audio))
         if session.keep_audio:
             session.audio_in += data
         ms = len(data) / bpm
@@ -410,7 +410,7 @@ class _SessionRunner:
                 self.silent_ms = 0.0
                 self.speech_start_ms = self.session.in_ms - self.voiced_ms
                 self.user_item = self._id("item")
-                self.session.speech_started_at.append(time.time())
+                self.session.speech_started_at.append(time.monotonic())
                 await self.send(
                     {
                         "type": "input_audio_buffer.speech_started",
@@ -790,7 +790,7 @@ class _SessionRunner:
                 }
             )
             if self.fake.record_timing:
-                session.deltas_sent.append((time.time(), item_id, chunk))
+                session.deltas_sent.append((time.monotonic(), item_id, chunk))
             offset += len(chunk)
             record.sent_ms += len(chunk) / bpm
             if session.keep_audio:

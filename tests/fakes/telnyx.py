@@ -102,9 +102,13 @@ class FakeCaller:
         self.sent_audio = bytearray()  # every byte sent, in order (when record_audio)
         self.speech_sent_at: list[float] = []  # when each utterance's first frame went out
         # What came back, and the playout model (bytes of PCMU).
+        # Every byte of media received, in order, never truncated (a clear drops bytes from
+        # the playout queue, not from this log); ``queued`` counts what playout will play.
         self.received = bytearray()
+        self.queued = 0
         self.media_messages = 0
         self.media_times: list[tuple[float, int]] = []  # (arrival, offset in received)
+        self.underrun_events: list[tuple[float, float]] = []  # (time, gap ms)
         self.messages: list[dict[str, Any]] = []  # every non-media message received
         self.marks_received: list[str] = []
         self.marks_echoed: list[tuple[str, float, int]] = []  # (name, time, played bytes)
@@ -135,27 +139,30 @@ class FakeCaller:
     # -- playout ----------------------------------------------------------------------------
 
     def played(self, now: float | None = None) -> int:
+        """Bytes played so far (in playout positions: what clears dropped never plays)."""
         now = time.monotonic() if now is None else now
         heard = self._anchor_pos + int((now - self._anchor_t) * 1000 * BYTES_PER_MS)
-        return min(heard, len(self.received))
+        return min(heard, self.queued)
 
     def _on_media(self, data: bytes, now: float) -> None:
-        total = len(self.received)
+        total = self.queued
         if self.played(now) >= total:  # the buffer had run dry: this plays from now
             dry_at = self._anchor_t + (total - self._anchor_pos) / BYTES_PER_MS / 1000
             gap = now - dry_at
             if total and 0 < gap < 0.25 and now - self._cleared_at > 0.3:
                 self.underruns += 1
                 self.underrun_ms += gap * 1000
+                self.underrun_events.append((now, gap * 1000))
             self._anchor_pos = total
             self._anchor_t = now
-        self.media_times.append((now, total))
+        self.media_times.append((now, len(self.received)))
         self.received += data
+        self.queued += len(data)
         self.media_messages += 1
 
     def _on_mark(self, name: str, now: float) -> None:
         self.marks_received.append(name)
-        position = len(self.received)
+        position = self.queued
         left = position - self.played(now)
         if left <= 0 and not self._pending_marks:
             self._echo(name)
@@ -183,8 +190,8 @@ class FakeCaller:
 
     def _on_clear(self, now: float) -> None:
         heard = self.played(now)
-        self.clears.append({"at": now, "played": heard, "dropped": len(self.received) - heard})
-        del self.received[heard:]
+        self.clears.append({"at": now, "played": heard, "dropped": self.queued - heard})
+        self.queued = heard
         self._anchor_pos = heard
         self._anchor_t = now
         self._cleared_at = now
@@ -290,7 +297,7 @@ class FakeCaller:
                 f'"payload":"{payload}"}}}}'
             )
             if self.record_frames:
-                self.sent_frames.append((time.time(), payload))
+                self.sent_frames.append((time.monotonic(), payload))
             try:
                 await self.socket.send(text)
             except Exception:
@@ -516,6 +523,30 @@ class FakeTelnyx:
 
         self.run(ring())
         return call
+
+    async def connect_direct(self, url: str, from_number: str = "+34600000000") -> FakeCall:
+        """A call whose stream connects straight to ``url``, without Call Control (for a
+        benchmark's reference relay, which answers nothing)."""
+        call = FakeCall(self, f"v3:{uuid.uuid4().hex}", from_number, "+13125550100")
+        self.calls[call.call_control_id] = call
+        call.state = "answered"
+        call.stream_url = url
+        call.answered.set()
+        call.streaming = asyncio.Event()
+        call.caller = FakeCaller(call, seed=next(self._seeds) * 100)
+        call.task = asyncio.ensure_future(call.caller.run(url))
+        return call
+
+    async def ring(self, from_number: str, to_number: str = "+13125550100") -> FakeCall:
+        """``dial`` from inside the fake's loop (benchmarks drive many calls from there)."""
+        call = FakeCall(self, f"v3:{uuid.uuid4().hex}", from_number, to_number)
+        self.calls[call.call_control_id] = call
+        await self._post_webhook(call, "call.initiated", start_time=_now())
+        return call
+
+    async def end(self, call: FakeCall) -> None:
+        """The caller hangs up (from inside the fake's loop)."""
+        await self._end(call, cause="normal_clearing", source="caller")
 
     def deliver(self, call: FakeCall, event_type: str, **extra: Any) -> int:
         return self.run(self._post_webhook(call, event_type, **extra))
