@@ -59,15 +59,22 @@ TURN_SECONDS = 1.2
 
 
 def model_main(conn: Any) -> None:
-    """The fake OpenAI (Realtime) in its own process; answers "collect" with what it saw."""
-    from tests.fakes.openai import FakeOpenAI
+    """The fake Realtime API in its own process (served by the lighter ``websockets`` server,
+    same session logic as the tests'); answers "collect" with what it saw."""
+    import threading
 
-    fake = FakeOpenAI(keep_audio=False, record_timing=True).start()
-    conn.send((fake.base_url, fake.api_key))
+    from tests.fakes.openai_realtime import FakeRealtime, serve_lightweight
+
+    realtime = FakeRealtime("sk-bench-key", keep_audio=False, record_timing=True)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    server = asyncio.run_coroutine_threadsafe(serve_lightweight(realtime), loop).result(10)
+    port = server.sockets[0].getsockname()[1]
+    conn.send((f"http://127.0.0.1:{port}/v1", realtime.api_key))
     while True:
         command = conn.recv()
         if command == "collect":
-            sessions = fake.realtime.sessions
+            sessions = realtime.sessions
             conn.send(
                 [
                     {
@@ -79,9 +86,9 @@ def model_main(conn: Any) -> None:
                     for s in sessions
                 ]
             )
-            fake.realtime.reset()
+            realtime.reset()
         elif command == "stop":
-            fake.stop()
+            loop.call_soon_threadsafe(server.close)
             return
 
 
@@ -259,6 +266,8 @@ class Bench:
             "LB_CALL_SILENCE_SECONDS": "600",
             **self.provider.serve_env(fake_settings),
         }
+        self.workdir = workdir
+        self.env = env
         self.serve = ServeProcess(workdir, env, worker=False).start()
         self.naive: subprocess.Popen[bytes] | None = None
         self.naive_port = free_port()
@@ -277,8 +286,24 @@ class Bench:
             )
             time.sleep(2.0)
 
-    def phase(self, system: str, n: int, *, profile: bool = False) -> dict[str, Any]:
-        args = self.args
+    def warm_up(self) -> None:
+        """A few short calls through each system first: imports, the SDK's lazily built event
+        models and the first connections must not land in (or backlog) a measured window."""
+        for system in ("product", "naive") if self.naive is not None else ("product",):
+            self.phase(system, 5, seconds=8.0, ramp=1.0)
+
+    def phase(
+        self,
+        system: str,
+        n: int,
+        *,
+        profile: bool = False,
+        seconds: float | None = None,
+        ramp: float | None = None,
+    ) -> dict[str, Any]:
+        args = argparse.Namespace(**vars(self.args))
+        args.seconds = seconds or args.seconds
+        args.ramp = ramp if ramp is not None else args.ramp
         if system == "product":
             pid = self.serve.pid
             target = {"mode": "webhook", "url": self.serve.base_url + self.provider.webhook_path}
@@ -308,6 +333,11 @@ class Bench:
         self.model_conn.send("collect")
         sessions = self.model_conn.recv()
         used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        analysis = _analyse(calls, sessions, (w0, w1))
+        # A relay that falls behind does less work per second of call, so its CPU per
+        # call-second understates what it needs: also count CPU per second of caller audio
+        # it actually delivered to the model (50 frames a second).
+        relayed_s = analysis["frames_matched"] / 50
         row = {
             "system": "languagebuddy" if system == "product" else "naive relay",
             "calls": n,
@@ -319,7 +349,8 @@ class Bench:
             "load1": load[0],
             "loadavg": list(load),
             "window_s": w1 - w0,
-            **_analyse(calls, sessions, (w0, w1)),
+            "cpu_ms_per_relayed_s": used * 1000 / relayed_s if relayed_s else None,
+            **analysis,
             "outbound_messages_per_call_s": sum(c.get("media_messages", 0) for c in calls)
             / (n * args.seconds),
             "marks_per_call_s": sum(c.get("marks", 0) for c in calls) / (n * args.seconds),
@@ -328,6 +359,21 @@ class Bench:
             row["profile"] = _finish_py_spy(spy)
         time.sleep(2.0)  # let the hang-ups settle before the next phase
         return row
+
+    def restart_serve(self, ablate: str) -> None:
+        """``serve`` again, with the optimisations named in ``ablate`` undone (see
+        ablations.py), or as it is when ``ablate`` is empty."""
+        self.serve.stop()
+        env = dict(self.env)
+        if ablate:
+            site = self.workdir / "ablate-site"
+            site.mkdir(exist_ok=True)
+            (site / "sitecustomize.py").write_text(
+                f"import sys\nsys.path.insert(0, {str(ROOT / 'bench')!r})\nimport ablations\n"
+            )
+            env["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+            env["LB_BENCH_ABLATE"] = ablate
+        self.serve = ServeProcess(self.workdir, env, worker=False).start()
 
     def close(self) -> None:
         self.serve.stop()
@@ -408,10 +454,11 @@ def _frame(frame: str) -> str:
 
 
 COLUMNS = [
-    Column("system", "system", width=13),
+    Column("system", "system", width=18),
     Column("calls", "calls", "d"),
     Column("cpu_ms_per_call_s", "cpu ms/call-s", ".2f"),
     Column("ratio", "ratio", ".2f"),
+    Column("cpu_ms_per_relayed_s", "ms/relayed-s", ".2f"),
     Column("rss_mb_per_call", "rss MB/call", ".2f"),
     Column("in_p50", "in p50", ".2f"),
     Column("in_p99", "in p99", ".2f"),
@@ -437,12 +484,18 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive relay floor")
     parser.add_argument("--profile", type=int, default=0, help="py-spy profile at N calls")
     parser.add_argument("--label", default="", help="a note saved with the results")
+    parser.add_argument(
+        "--ablate",
+        default="",
+        help="';'-separated variants of ablations.py (each a ','-list) run at the last level",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.calls.split(",") if x]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lb-bench-calls-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
+            bench.warm_up()
             for n in levels:
                 row = bench.phase("product", n)
                 rows.append(row)
@@ -453,6 +506,16 @@ def main() -> None:
                     rows.append(naive)
                 print_table(rows, COLUMNS)
                 print()
+            ablations = []
+            for variant in [v for v in args.ablate.split(";") if v]:
+                bench.restart_serve(variant)
+                bench.phase("product", 5, seconds=8.0, ramp=1.0)  # warm-up
+                row = bench.phase("product", levels[-1])
+                row["system"] = f"-{variant}"
+                ablations.append(row)
+                print_table(ablations, COLUMNS)
+            if ablations:
+                bench.restart_serve("")
             profile = bench.phase("product", args.profile, profile=True) if args.profile else None
         finally:
             bench.close()
@@ -465,6 +528,7 @@ def main() -> None:
         {
             "parameters": {**vars(args), "turn_every_s": TURN_EVERY, "turn_s": TURN_SECONDS},
             "rows": rows,
+            "ablations": ablations,
             "profile": profile,
         },
     )

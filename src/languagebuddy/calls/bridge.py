@@ -36,6 +36,7 @@ is_base64 = _BASE64.fullmatch
 _AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
 _AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
 _SPEECH_STARTED = "input_audio_buffer.speech_started"
+MARK_EVERY_MS = 200
 
 
 class Carrier(Protocol):
@@ -134,6 +135,7 @@ class Bridge:
         self._pending = bytearray()  # model audio shorter than the carrier's minimum chunk
         self._marks: deque[tuple[str, float]] = deque()
         self._mark_seq = 0
+        self._marked_ms = 0.0  # clock.sent_ms at the last mark
         self.item_id: str | None = None  # the assistant item whose audio is being sent
         self.item_start_ms = 0.0
         self._dropped_items: set[str] = set()
@@ -211,24 +213,37 @@ class Bridge:
         await self._send(delta, nbytes)
 
     async def _flush(self, item_id: str | None) -> None:
-        """Send audio held back for being too short, padded to the carrier's minimum."""
-        if not self._pending or item_id != self.item_id:
+        """The item's audio is complete: send what was held back for being too short (padded
+        to the carrier's minimum) and mark the end, to know when the caller heard it all."""
+        if item_id is None or item_id != self.item_id:
+            return
+        if not self._pending:
+            if self._marked_ms < self.clock.sent_ms:
+                await self._mark()
             return
         pad = self._min_chunk - len(self._pending)
         if pad > 0:
             self._pending += self._silence * pad
         data = bytes(self._pending)
         self._pending.clear()
-        await self._send(base64.b64encode(data).decode("ascii"), len(data))
+        await self._send(base64.b64encode(data).decode("ascii"), len(data), last=True)
 
-    async def _send(self, audio_b64: str, nbytes: int) -> None:
+    async def _send(self, audio_b64: str, nbytes: int, *, last: bool = False) -> None:
         now = self._loop.time()
         await self.carrier.send_audio(audio_b64, nbytes)
-        self.clock.sent(nbytes / self._bytes_per_ms, now)
+        clock = self.clock
+        clock.sent(nbytes / self._bytes_per_ms, now)
         self.last_model_audio_at = now
+        # A mark at least every MARK_EVERY_MS of audio and at the end of an item: between
+        # marks the clock runs at real time, so more would only add messages both ways.
+        if last or clock.sent_ms - self._marked_ms >= MARK_EVERY_MS:
+            await self._mark()
+
+    async def _mark(self) -> None:
         self._mark_seq += 1
         name = str(self._mark_seq)
-        self._marks.append((name, self.clock.sent_ms))
+        self._marked_ms = self.clock.sent_ms
+        self._marks.append((name, self._marked_ms))
         await self.carrier.send_mark(name)
 
     # -- barge-in ---------------------------------------------------------------------------------
@@ -244,6 +259,7 @@ class Bridge:
         await self.carrier.send_clear()
         heard = self.clock.cleared(now)
         self._marks.clear()
+        self._marked_ms = heard
         self._pending.clear()
         self.item_id = None
         self._dropped_items.add(item_id)

@@ -107,7 +107,10 @@ class TelnyxStreamReader:
                     self.late_frames += 1
                     continue
                 last_seq = seq or last_seq
-                if media.get("track", "inbound") != "inbound" or not is_base64(payload):
+                if media.get("track", "inbound") != "inbound":
+                    continue
+                if not isinstance(payload, str) or not is_base64(payload):
+                    self.bad_frames += 1  # never pasted into the model's JSON
                     continue
                 await caller_audio(payload)
             elif kind == "mark":
