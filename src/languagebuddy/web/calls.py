@@ -26,7 +26,7 @@ from languagebuddy.channels.base import BadPayload, VerificationError
 from languagebuddy.errors import DeliveryError
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import WEBHOOKS
-from languagebuddy.web.webhooks import _read_body, _TooLarge
+from languagebuddy.web.webhooks import _Gone, _read_body, _TooLarge
 
 log = get_logger(__name__)
 
@@ -46,10 +46,10 @@ async def telnyx_webhook(request: Request) -> Response:
     if provider is None:
         return _answer("telnyx", "disabled", 404, "telnyx not configured")
     try:
-        body = await _read_body(request)
+        body = await _read_body(request.scope, request.receive)
     except _TooLarge:
         return _answer("telnyx", "too_large", 413, "body larger than 1 MiB")
-    except Exception:
+    except (_Gone, BadPayload):
         return _answer("telnyx", "invalid", 400, "body could not be read")
     try:
         provider.webhooks.verify(request.headers, body)
