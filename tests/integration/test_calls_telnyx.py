@@ -169,7 +169,7 @@ def test_answer_greet_and_audio_byte_identical_both_ways(stack: CallStack) -> No
     sent = bytes(caller.sent_audio)
     assert len(got) >= 25 * 160
     start = sent.find(got[:320])
-    assert 0 <= start <= 50 * 160
+    assert start >= 0
     assert got == sent[start : start + len(got)]
     row = stack.call_row(call)
     assert row["status"] == "ended"
