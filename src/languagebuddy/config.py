@@ -181,6 +181,22 @@ class Settings(BaseSettings):
             raise ValueError("must be one of debug, info, warning, error")
         return value.lower()
 
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _ed25519_key(cls, value: str | None) -> str | None:
+        import base64
+        import binascii
+
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("must be the base64 ed25519 public key from Mission Control")
+        return value.strip()
+
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _telegram_secret(cls, value: str | None) -> str | None:

@@ -230,12 +230,29 @@ class CallAgent:
                 )
 
     async def _open_session(self, *, replay: bool) -> None:
-        """A new Realtime session configured for this learner; with ``replay`` the
-        conversation so far is replayed into it before it takes over."""
+        """Replace a dead (or no) session by a new one; with ``replay`` the conversation so
+        far is replayed into it first."""
         old, self.session = self.session, None
         self.bridge.model = None
         if old is not None:
             await old.close()
+        self._swap(await self._new_session(replay=replay))
+
+    async def _renew(self) -> None:
+        """Before the provider's session cap: a fresh session with the conversation replayed,
+        swapped in at a quiet moment; the old one is closed after the swap."""
+        try:
+            session = await self._new_session(replay=True)
+        except RealtimeClosed as exc:
+            log.warning("call.renew_failed", call=self.call.call_id, error=str(exc))
+            return
+        old = self.session
+        self._swap(session)
+        if old is not None:
+            await old.close()
+        log.info("call.session_renewed", call=self.call.call_id, sessions=self.sessions_opened)
+
+    async def _new_session(self, *, replay: bool) -> RealtimeSession:
         session = await RealtimeSession.open(
             self.openai,
             self.settings.realtime_model,
@@ -246,35 +263,13 @@ class CallAgent:
         if replay:
             for event in self._replay_events():
                 await session.send(dumps(event))
-        self.response_active = False
-        self.bridge.forget_response_audio()
-        self.session = session
-        self.bridge.model = session
+        return session
 
-    async def _renew(self) -> None:
-        """Before the provider's session cap: a fresh session with the conversation replayed,
-        swapped in at a quiet moment; the old one is closed after the swap."""
-        old = self.session
-        try:
-            session = await RealtimeSession.open(
-                self.openai,
-                self.settings.realtime_model,
-                connect_seconds=self.settings.realtime_connect_timeout,
-            )
-        except RealtimeClosed as exc:
-            log.warning("call.renew_failed", call=self.call.call_id, error=str(exc))
-            return
-        self.sessions_opened += 1
-        await session.send(dumps(self._session_update()))
-        for event in self._replay_events():
-            await session.send(dumps(event))
+    def _swap(self, session: RealtimeSession) -> None:
         self.response_active = False
         self.bridge.forget_response_audio()
         self.session = session
         self.bridge.model = session
-        if old is not None:
-            await old.close()
-        log.info("call.session_renewed", call=self.call.call_id, sessions=self.sessions_opened)
 
     def _session_update(self) -> dict[str, Any]:
         brief = self.brief

@@ -32,6 +32,7 @@ from languagebuddy.calls.memory import remember_call
 from languagebuddy.config import Settings
 from languagebuddy.inbox.queue import Inbox
 from languagebuddy.logs import get_logger, redact_id, redact_phone
+from languagebuddy.metrics import CALLS, CALLS_LIVE
 from languagebuddy.store import calls as call_store
 from languagebuddy.store import repos
 from languagebuddy.store.models import Learner
@@ -213,6 +214,7 @@ class CallService:
         task = asyncio.current_task()
         assert task is not None
         self.live[call.call_id] = task  # type: ignore[assignment]
+        CALLS_LIVE.set(len(self.live))
         outcome: CallOutcome | None = None
         agent: CallAgent | None = None
         try:
@@ -236,7 +238,9 @@ class CallService:
             return outcome
         finally:
             self.live.pop(call.call_id, None)
+            CALLS_LIVE.set(len(self.live))
             if outcome is not None:
+                CALLS.labels(redeemed.provider, outcome.end_reason).inc()
                 await asyncio.shield(self._finish(redeemed, outcome))
 
     async def _finish(self, redeemed: Redeemed, outcome: CallOutcome) -> None:
