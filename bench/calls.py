@@ -365,7 +365,7 @@ class Bench:
         ablations.py), or as it is when ``ablate`` is empty."""
         self.serve.stop()
         env = dict(self.env)
-        if ablate:
+        if ablate and ablate != "none":
             site = self.workdir / "ablate-site"
             site.mkdir(exist_ok=True)
             (site / "sitecustomize.py").write_text(
