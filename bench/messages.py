@@ -144,9 +144,11 @@ class Peers:
 # --------------------------------------------------------------------------- the services
 
 
-def service_env(database_url: str, peers: Peers) -> dict[str, str]:
+def service_env(database_url: str, peers: Peers, concurrency: int | None) -> dict[str, str]:
     telegram = peers.info["telegram"]
+    extra = {"LB_WORKER_CONCURRENCY": str(concurrency)} if concurrency else {}
     return {
+        **extra,
         "DATABASE_URL": database_url,
         "OPENAI_API_KEY": peers.info["openai_api_key"],
         "OPENAI_BASE_URL": peers.info["openai_base_url"],
@@ -382,6 +384,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--floor-concurrency", type=int, default=64, help="the floor's claim loops (64)"
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="our LB_WORKER_CONCURRENCY (default: the service's own default)",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
@@ -412,7 +420,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 for name in ("ours", "floor"):
                     (Path(tmp) / name).mkdir()
                 targets: list[tuple[str, ServeProcess]] = [
-                    ("ours", ServeProcess(Path(tmp) / "ours", service_env(ours_url, peers)))
+                    (
+                        "ours",
+                        ServeProcess(
+                            Path(tmp) / "ours", service_env(ours_url, peers, args.concurrency)
+                        ),
+                    )
                 ]
                 if not args.no_floor:
                     floor = FloorProcess(

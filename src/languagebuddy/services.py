@@ -75,7 +75,7 @@ def build_worker(services: Services, channels: list[str] | None = None) -> Worke
     tutor = Tutor(settings, services.sessions, services.openai)
     pipeline = MessagePipeline(services, tutor)
     options = WorkerOptions(
-        concurrency=settings.worker_concurrency,
+        concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
@@ -85,9 +85,9 @@ def build_worker(services: Services, channels: list[str] | None = None) -> Worke
 
 
 def wake_every_slot(worker: Worker) -> Callable[[], None]:
-    """A notification may stand for a burst of events: every idle slot looks (SKIP LOCKED keeps
-    the race cheap on PostgreSQL)."""
-    return lambda: worker.wake(worker.options.concurrency)
+    """A notification may stand for a burst of events (at most one per 50 ms): every idle slot
+    looks (SKIP LOCKED keeps the race cheap on PostgreSQL)."""
+    return lambda: worker.wake(worker.options.concurrency, fan_out=True)
 
 
 async def run_worker(services: Services, stop: asyncio.Event) -> None:
