@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -32,8 +33,13 @@ class Services:
     openai: AsyncOpenAI
     channels: dict[str, Channel] = field(default_factory=dict)
     signing_key: str = ""
+    # Phone calls (issue 14): the call service and each enabled provider (web routes use them).
+    calls: Any = None
+    call_providers: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
+        if self.calls is not None:
+            await self.calls.aclose()
         for channel in self.channels.values():
             await channel.aclose()
         await self.openai.close()
@@ -67,6 +73,29 @@ def build_services(settings: Settings, *, with_channels: bool = True) -> Service
 
         services.channels = build_channels(settings)
     return services
+
+
+def build_calls(services: Services) -> None:
+    """The call service over the tutor, and the enabled call providers; needs the signing
+    key, so it is built once that is known."""
+    from languagebuddy.calls.service import CallService
+    from languagebuddy.tutor.agent import Tutor
+
+    settings = services.settings
+    if settings.telnyx_enabled:
+        from languagebuddy.calls.telnyx import build_telnyx
+
+        services.call_providers["telnyx"] = build_telnyx(settings)
+    services.calls = CallService(
+        settings=settings,
+        sessions=services.sessions,
+        inbox=services.inbox,
+        openai=services.openai,
+        tutor=Tutor(settings, services.sessions, services.openai),
+        signing_key=services.signing_key,
+        recap_channels=sorted(services.channels),
+        controls={name: p.control for name, p in services.call_providers.items()},
+    )
 
 
 def build_worker(services: Services, channels: list[str] | None = None) -> Worker:
