@@ -7,10 +7,13 @@ own makes. soxr works in float32 here and we round to int16 ourselves: soxr's in
 random dither, which would make the output depend on the run (and on how the input was cut);
 with float32 it is bit-exact whatever the chunking, which the tests rely on.
 
-The quality recipe is chosen by measurement (``bench/resample.py``): ``MQ`` is flat to 7.2 kHz
-(the whole wideband speech band) with aliases below -120 dB at about 15 ms of delay per
-direction; ``HQ`` is no better audibly and adds 6 ms, ``LQ`` saves 9 ms but rolls off from
-6 kHz, and every recipe costs about the same CPU (the per-call overhead dominates).
+The quality recipe is chosen by measurement (``bench/resample.py``): every recipe costs about
+the same CPU per frame (soxr's per-call overhead dominates at 20 ms), so the choice is quality
+against delay. ``HQ`` (soxr's default) is flat to 7.2 kHz, the whole wideband speech band, with
+aliases below -120 dB, at about 21 ms of delay each way (mean, 20 ms frames); ``MQ`` measures
+the same delay with 16-bit instead of 20-bit precision; ``LQ`` halves the uplink's delay but is
+6 dB down at 6.5 kHz and 25 dB at 7 kHz (sibilants); ``VHQ`` doubles the delay for nothing a
+caller can hear; ``QQ`` (cubic, no filter) folds the model's 8-12 kHz back into the band.
 
 Per-frame work is a handful of numpy calls on a few hundred samples: no allocation beyond the
 output, no logging.
@@ -25,11 +28,13 @@ CARRIER_RATE = 16_000  # Vonage L16
 MODEL_RATE = 24_000  # OpenAI audio/pcm
 FRAME_MS = 20
 FRAME_BYTES = CARRIER_RATE * FRAME_MS // 1000 * 2  # 640: one 20 ms frame of 16-bit mono at 16 kHz
-QUALITY = "MQ"
+QUALITY = "HQ"
 
 _INT16_MIN = -32768.0
 _INT16_MAX = 32767.0
-_clip = np.clip
+# The clip ufunc itself: ``np.clip``'s Python wrapper costs 1.5 µs a call, a fifth of a frame's
+# whole resampling (numpy 2 keeps it in ``_core``, numpy 1 in ``core``).
+_clip = getattr(getattr(np, "_core", None) or np.core, "umath", np).clip
 _rint = np.rint
 _frombuffer = np.frombuffer
 _float32 = np.float32
