@@ -526,6 +526,7 @@ class FakeVonage:
         self.faults = Faults()
         self.redeliver_on_5xx = 2
         routes = [
+            Route("/v1/calls", self._list, methods=["GET"]),
             Route("/v1/calls/{uuid}", self._modify, methods=["PUT"]),
             Route("/v1/calls/{uuid}/talk", self._talk, methods=["PUT", "DELETE"]),
         ]
@@ -885,6 +886,37 @@ class FakeVonage:
     def _record(self, call: FakeCall, request: Request, kind: str, body: Any) -> None:
         host = "region" if request.url.port == self.region.port else "api"
         call.rest.append({"action": kind, "body": body, "host": host, "at": time.time()})
+
+    async def _list(self, request: Request) -> Response:
+        """``GET /v1/calls``: the most recent calls, newest first (HAL, as Vonage pages)."""
+        _, refusal = self._authorize(request)
+        if refusal is not None:
+            return refusal
+        try:
+            size = max(1, min(100, int(request.query_params.get("page_size", "10"))))
+        except ValueError:
+            return vonage_error(400, "Bad Request", "page_size is not a number", "bad-request")
+        calls = sorted(self.calls.values(), key=lambda c: c.started_at, reverse=True)[:size]
+        records = [
+            {
+                "uuid": c.uuid,
+                "conversation_uuid": c.conversation_uuid,
+                "status": c.status,
+                "direction": "inbound",
+                "from": {"type": "phone", "number": digits(c.from_number)},
+                "to": {"type": "phone", "number": digits(c.to_number)},
+            }
+            for c in calls
+        ]
+        return JSONResponse(
+            {
+                "count": len(self.calls),
+                "page_size": size,
+                "record_index": 0,
+                "_links": {"self": {"href": "/v1/calls?page_size=" + str(size)}},
+                "_embedded": {"calls": records},
+            }
+        )
 
     async def _modify(self, request: Request) -> Response:
         _, refusal = self._authorize(request)

@@ -33,6 +33,7 @@ from languagebuddy.calls.vonage import (
 from languagebuddy.channels.base import BadPayload, VerificationError
 from languagebuddy.channels.http import RetryPolicy
 from languagebuddy.config import ConfigError, load_settings
+from languagebuddy.doctor import check_vonage
 from languagebuddy.errors import DeliveryError
 from tests.fakes.vonage import FakeVonage, check_ncco
 
@@ -515,3 +516,35 @@ async def asyncio_wait(condition: Callable[[], bool], within: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+# -- doctor -------------------------------------------------------------------------------------
+
+
+async def test_doctor_says_vonage_accepts_the_application(vonage: FakeVonage) -> None:
+    checks = await check_vonage(load_settings(**vonage.settings()))
+    assert checks == [("vonage", True, "application JWT accepted by the Voice API")]
+
+
+async def test_doctor_names_what_is_wrong_with_vonage(vonage: FakeVonage, tmp_path: Path) -> None:
+    assert await check_vonage(load_settings(vonage_application_id=None)) == []
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    wrong = {
+        **vonage.settings(),
+        "vonage_private_key_path": str(other_key),
+        "vonage_signature_secret": None,
+    }
+    checks = await check_vonage(load_settings(**wrong))
+    assert [ok for _, ok, _ in checks] == [False, False]
+    assert "VONAGE_SIGNATURE_SECRET" in checks[0][2]
+    assert "401" in checks[1][2] and "same application" in checks[1][2]
+    missing = {**vonage.settings(), "vonage_private_key_path": str(tmp_path / "nope.key")}
+    checks = await check_vonage(load_settings(**missing))
+    assert checks == [("vonage", False, checks[0][2])] and "VONAGE_PRIVATE_KEY_PATH" in checks[0][2]

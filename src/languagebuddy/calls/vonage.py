@@ -26,7 +26,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -407,6 +407,19 @@ class VonageControl:
         await self._put(call_uuid, "/talk", body, "talk", region_url)
         return 1.0 + len(text) / 12
 
+    async def probe(self) -> None:
+        """One authenticated read (the last call, at most) to prove the application id and
+        private key belong together; DeliveryError when Vonage refuses them."""
+        url = f"{self._base_url}/v1/calls"
+
+        def send() -> Any:
+            token = application_jwt(self._application_id, self._key)
+            return self._client.get(
+                url, params={"page_size": 1}, headers={"Authorization": f"Bearer {token}"}
+            )
+
+        await call(PROVIDER, "probe", send, _classify(None, "probe", False), policy=self._retry)
+
     async def _put(
         self,
         call_uuid: str,
@@ -423,22 +436,31 @@ class VonageControl:
             token = application_jwt(self._application_id, self._key)
             return self._client.put(url, json=body, headers={"Authorization": f"Bearer {token}"})
 
-        def classify(response: httpx.Response) -> DeliveryError | None:
-            if response.status_code < 300:
-                return None
-            if ended_ok and response.status_code == 404:
-                log.info("vonage.call_already_ended", action=method, call=redact_id(call_uuid))
-                return None
-            problem = json_or_none(response)
-            title = problem.get("title") if isinstance(problem, dict) else None
-            detail = problem.get("detail") if isinstance(problem, dict) else None
-            message = " ".join(str(part) for part in (title, detail) if part) or response.text
-            return status_error(PROVIDER, response, code=str(response.status_code), message=message)
-
+        classify = _classify(call_uuid, method, ended_ok)
         await call(PROVIDER, method, send, classify, policy=self._retry)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _classify(
+    call_uuid: str | None, method: str, ended_ok: bool
+) -> Callable[[httpx.Response], DeliveryError | None]:
+    """Success, or the DeliveryError a response stands for (429 and 5xx retryable)."""
+
+    def classify(response: httpx.Response) -> DeliveryError | None:
+        if response.status_code < 300:
+            return None
+        if ended_ok and response.status_code == 404:
+            log.info("vonage.call_already_ended", action=method, call=redact_id(call_uuid))
+            return None
+        problem = json_or_none(response)
+        title = problem.get("title") if isinstance(problem, dict) else None
+        detail = problem.get("detail") if isinstance(problem, dict) else None
+        message = " ".join(str(part) for part in (title, detail) if part) or response.text
+        return status_error(PROVIDER, response, code=str(response.status_code), message=message)
+
+    return classify
 
 
 def _is_vonage_host(host: str) -> bool:
