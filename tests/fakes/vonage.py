@@ -349,17 +349,17 @@ class FakeCaller:
         dropped = self.playout.clear(now)
         self.clears.append({"at": now, "played": played, "dropped": dropped})
         pending, self._pending_notify = self._pending_notify, []
-        for payload, _, handle in pending:
+        for payload, position, handle in pending:
             handle.cancel()
             if self.notify_on_clear == "fire":
-                self._echo(payload)
+                self._echo(payload, min(position, played))
         self._send_text({"event": "websocket:cleared"})
 
     def _on_notify(self, payload: dict[str, Any], now: float) -> None:
         position = self.playout.queued
         left_ms = (position - self.playout.played(now)) / BYTES_PER_MS
         if left_ms <= 0 and not self._pending_notify:
-            self._echo(payload)
+            self._echo(payload, position)
             return
         handle = asyncio.get_running_loop().call_later(left_ms / 1000, self._fire_notifies)
         self._pending_notify.append((payload, position, handle))
@@ -367,12 +367,18 @@ class FakeCaller:
     def _fire_notifies(self) -> None:
         played = self.playout.played()
         while self._pending_notify and self._pending_notify[0][1] <= played:
-            payload, _, _ = self._pending_notify.pop(0)
-            self._echo(payload)
+            payload, position, _ = self._pending_notify.pop(0)
+            self._echo(payload, position)
 
-    def _echo(self, payload: dict[str, Any]) -> None:
+    def _echo(self, payload: dict[str, Any], position: int) -> None:
+        """``position``: the audio (bytes, in playout terms) sent before the notify."""
         self.notifies.append(
-            {"payload": payload, "at": time.monotonic(), "played": self.playout.played()}
+            {
+                "payload": payload,
+                "at": time.monotonic(),
+                "position": position,
+                "played": self.playout.played(),
+            }
         )
         self._send_text({"event": "websocket:notify", "payload": payload})
 
