@@ -21,13 +21,21 @@ Rows:
 - ``floor: numpy linear``: the least that does the same work: stateful linear interpolation in
   numpy (no anti-alias filter), straight to 640-byte frames. Ratios are against this row.
 
+A second table runs the whole outbound half of the Vonage serializer (``VonageOutbound``:
+resampling, framing, a notify every 200 ms, pacing ``LEAD_MS`` ahead on a 40 ms tick) for
+``--calls`` concurrent calls in one event loop, each given its answer as the model gives it
+(all at once, in 100 ms deltas) over a socket that only counts bytes, in CPU ms per
+call-second; beside it the same work without pacing (every frame sent at once), so the
+pacer's own cost shows.
+
     .venv/bin/python bench/resample.py              # ~20 s
-    .venv/bin/python bench/resample.py --seconds 60 --repeats 5
+    .venv/bin/python bench/resample.py --seconds 60 --repeats 5 --calls 100
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
@@ -39,6 +47,7 @@ import numpy as np
 import soxr
 from common import Column, print_table, save_results
 
+from languagebuddy.calls.vonage_serializer import LEAD_MS, VonageOutbound
 from languagebuddy.media import resample
 from languagebuddy.media.resample import CARRIER_RATE, FRAME_BYTES, MODEL_RATE, Downlink, Uplink
 
@@ -222,10 +231,71 @@ def delays(make: Callable[[], Pair]) -> dict[str, float]:
     }
 
 
+OUTBOUND_COLUMNS = [
+    Column("variant", "outbound serializer", width=26),
+    Column("calls", "calls", "d"),
+    Column("call_seconds", "call-s", ".0f"),
+    Column("cpu_ms_per_call_s", "CPU ms/call-s", ".3f"),
+    Column("ratio", "x unpaced", ".2f"),
+    Column("frames", "frames", ",d"),
+]
+
+
+class CountingSocket:
+    """A socket that only counts; ``done`` once ``expected`` frames went through it."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.frames = 0
+        self.texts = 0
+        self.done = asyncio.Event()
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.frames += 1
+        if self.frames >= self.expected:
+            self.done.set()
+
+    async def send_text(self, text: str) -> None:
+        self.texts += 1
+
+
+async def outbound_calls(calls: int, seconds: float, *, paced: bool) -> dict[str, float]:
+    """CPU of ``calls`` concurrent outbound halves, each playing one ``seconds`` answer."""
+    audio = speech_like(seconds, MODEL_RATE, seed=3).tobytes()
+    delta = MODEL_RATE // 10 * 2  # 100 ms
+    frames = -(-(len(audio) // 2 * CARRIER_RATE // MODEL_RATE) // (FRAME_BYTES // 2))
+    sockets = [CountingSocket(frames) for _ in range(calls)]
+
+    async def one(socket: CountingSocket) -> None:
+        outbound = VonageOutbound(
+            socket.send_bytes, socket.send_text, lead_ms=LEAD_MS if paced else 1e12
+        )
+        outbound.start()
+        for start in range(0, len(audio), delta):
+            outbound.audio(audio[start : start + delta])
+            if start % (delta * 2) == 0:
+                outbound.mark(str(start))
+        outbound.end()
+        await socket.done.wait()
+        await outbound.aclose()
+
+    started = time.process_time()
+    await asyncio.gather(*(one(socket) for socket in sockets))
+    cpu = time.process_time() - started
+    return {
+        "calls": calls,
+        "call_seconds": calls * seconds,
+        "cpu_ms_per_call_s": cpu * 1000 / (calls * seconds),
+        "frames": sum(socket.frames for socket in sockets),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="speech per direction")
     parser.add_argument("--repeats", type=int, default=3, help="CPU runs per row (best kept)")
+    parser.add_argument("--calls", type=int, default=50, help="concurrent outbound halves")
+    parser.add_argument("--call-seconds", type=float, default=5.0, help="each call's answer")
     args = parser.parse_args()
 
     caller = speech_like(args.seconds, CARRIER_RATE, seed=1).tobytes()
@@ -264,12 +334,30 @@ def main() -> None:
         f"SINAD {chosen['sinad_db']:.1f} dB (target > 60), "
         f"above 7.5 kHz {chosen['above_7k5_db']:.1f} dB (target < -60)"
     )
+    outbound = []
+    for name, paced in (("unpaced (all frames at once)", False), ("VonageOutbound, paced", True)):
+        outbound.append(
+            {
+                "variant": name,
+                **asyncio.run(outbound_calls(args.calls, args.call_seconds, paced=paced)),
+            }
+        )
+    for row in outbound:
+        row["ratio"] = row["cpu_ms_per_call_s"] / outbound[0]["cpu_ms_per_call_s"]
+    print()
+    print_table(outbound, OUTBOUND_COLUMNS)
     path = save_results(
         NAME,
         {
-            "parameters": {"seconds": args.seconds, "repeats": args.repeats},
+            "parameters": {
+                "seconds": args.seconds,
+                "repeats": args.repeats,
+                "calls": args.calls,
+                "call_seconds": args.call_seconds,
+            },
             "chosen_quality": resample.QUALITY,
             "rows": rows,
+            "outbound": outbound,
         },
     )
     print(f"saved {path}")
