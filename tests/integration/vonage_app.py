@@ -66,6 +66,7 @@ class Application:
         self.events: list[Any] = []
         self.legs: dict[str, Leg] = {}
         self.script: Script | None = None
+        self.reads = True  # False: the script reads the socket itself
         self.socket_uri: str | None = None  # instead of our own socket (a failure test)
         self.ncco_edit: Callable[[list[dict[str, Any]]], None] | None = None
         self.server = FakeServer(
@@ -115,7 +116,7 @@ class Application:
         leg = self.legs[socket.query_params["call"]]
         leg.handshake = dict(socket.headers)
         await socket.accept()
-        reader = asyncio.ensure_future(self._read(socket, leg))
+        reader = asyncio.ensure_future(self._read(socket, leg) if self.reads else asyncio.sleep(0))
         try:
             if self.script is not None:
                 await self.script(socket, leg)
@@ -161,6 +162,7 @@ def app_fixture(vonage: FakeVonage) -> Iterator[Application]:
 def fresh_fixture(app: Application, vonage: FakeVonage) -> Iterator[None]:
     """Import this (with the two above) into a test module to use the application."""
     app.script = None
+    app.reads = True
     app.socket_uri = None
     app.ncco_edit = None
     vonage.notify_on_clear = "drop"

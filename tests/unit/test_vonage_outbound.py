@@ -4,15 +4,22 @@ exactly where the audio they follow ends, pacing no further ahead than the lead,
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from languagebuddy.calls.vonage_serializer import CLEAR, FRAME_SAMPLES, VonageOutbound
-from languagebuddy.media.resample import CARRIER_RATE, FRAME_BYTES, MODEL_RATE, Downlink
+from languagebuddy.calls.vonage_serializer import (
+    CLEAR,
+    FRAME_SAMPLES,
+    VonageOutbound,
+    VonageStreamReader,
+)
+from languagebuddy.media.resample import CARRIER_RATE, FRAME_BYTES, MODEL_RATE, Downlink, Uplink
 from tests.audio_quality import speech_like
 
 
@@ -148,3 +155,76 @@ async def test_clear_goes_out_at_once_and_nothing_queued_follows_it() -> None:
     await outbound.aclose()
     assert wire.frames()[sent_before:] == [bytes(FRAME_BYTES)] * 2
     assert wire.notifies_after()["next"] == sent_before + 2
+
+
+# -- inbound ------------------------------------------------------------------------------------
+
+
+class Sink:
+    """Records what the reader hands on (where the bridge will be)."""
+
+    def __init__(self) -> None:
+        self.audio: list[str] = []
+        self.marks: list[str] = []
+        self.digits: list[str] = []
+
+    async def caller_audio(self, audio_b64: str) -> None:
+        self.audio.append(audio_b64)
+
+    def caller_mark(self, name: str) -> None:
+        self.marks.append(name)
+
+    async def caller_dtmf(self, digit: str) -> None:
+        self.digits.append(digit)
+
+
+def socket_of(messages: list[str | bytes]) -> Callable[[], Awaitable[str | bytes | None]]:
+    queue = list(messages)
+
+    async def receive() -> str | bytes | None:
+        return queue.pop(0) if queue else None
+
+    return receive
+
+
+CONNECTED = json.dumps(
+    {
+        "event": "websocket:connected",
+        "content-type": "audio/l16;rate=16000",
+        "call_uuid": "u-1",
+        "conversation_uuid": "CON-1",
+    }
+)
+
+
+async def test_reader_takes_vonages_greeting_and_headers() -> None:
+    reader = VonageStreamReader(socket_of(["garbage", CONNECTED]))
+    connected = await reader.wait_connected()
+    assert connected is not None and connected.content_type == "audio/l16;rate=16000"
+    assert connected.headers == {"call_uuid": "u-1", "conversation_uuid": "CON-1"}
+    assert reader.bad_messages == 1
+
+
+async def test_reader_refuses_audio_it_did_not_ask_for() -> None:
+    narrowband = json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=8000"})
+    assert await VonageStreamReader(socket_of([narrowband])).wait_connected() is None
+    assert await VonageStreamReader(socket_of([])).wait_connected() is None
+
+
+async def test_reader_resamples_every_frame_and_passes_notifies_and_keys_on() -> None:
+    caller = speech_like(0.5, CARRIER_RATE, seed=7).tobytes()
+    frames = [caller[i : i + FRAME_BYTES] for i in range(0, len(caller), FRAME_BYTES)]
+    messages: list[str | bytes] = [CONNECTED, *frames[:10]]
+    messages += [json.dumps({"event": "websocket:notify", "payload": {"mark": "7"}})]
+    messages += [json.dumps({"event": "websocket:dtmf", "digit": "*", "duration": 260})]
+    messages += [*frames[10:], json.dumps({"event": "websocket:cleared"}), "{", b"\x00" * 10]
+    reader = VonageStreamReader(socket_of(messages))
+    sink = Sink()
+    assert await reader.wait_connected() is not None
+    await reader.run(sink)
+    offline = Uplink()
+    expected = b"".join(offline.push(frame) for frame in [*frames, b"\x00" * 10])
+    assert b"".join(base64.b64decode(a) for a in sink.audio) == expected  # every frame, bit-exact
+    assert sink.marks == ["7"] and sink.digits == ["*"]
+    assert reader.frames == len(frames) + 1 and reader.odd_frames == 1
+    assert reader.cleared == 1 and reader.bad_messages == 1

@@ -1,6 +1,12 @@
-"""Vonage's media WebSocket, outbound half: the model's 24 kHz audio to the caller as exact
-640-byte L16 frames at 16 kHz, paced a little ahead of real time, with ``notify`` placed where
-the audio it follows ends, and ``clear`` at once on barge-in.
+"""Vonage's media WebSocket: the caller's 16 kHz L16 frames to the model's 24 kHz audio
+(``VonageStreamReader``), and the model's audio back to the caller as exact 640-byte frames,
+paced a little ahead of real time, with ``notify`` placed where the audio it follows ends and
+``clear`` at once on barge-in (``VonageOutbound``).
+
+Inbound, Vonage sends one text message first, ``websocket:connected`` with the NCCO's
+``content-type`` and ``headers`` at its top level, then binary frames of 20 ms and text
+messages (``websocket:notify`` echoes, ``websocket:cleared``, ``websocket:dtmf``). Each frame
+is resampled by the call's own uplink stream and handed on as base64, the model's format.
 
 Vonage plays binary frames in order from a buffer of up to a minute and echoes a
 ``{"action":"notify","payload":…}`` as ``websocket:notify`` once the audio sent before it has
@@ -18,18 +24,25 @@ played: that echo is how we know what the caller heard. So
 * ``clear`` sends ``{"action":"clear"}`` before anything else and drops, at once, every frame
   and notify still queued here and whatever the resampler holds.
 
-The bridge-facing ``Carrier`` and the inbound reader wrap this (stage 2 of issue 15).
+The bridge-facing ``Carrier`` wraps ``VonageOutbound`` (stage 2 of issue 15).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from languagebuddy.media.resample import CARRIER_RATE, FRAME_BYTES, MODEL_RATE, Downlink
+from languagebuddy.calls.vonage import CONTENT_TYPE
+from languagebuddy.logs import get_logger
+from languagebuddy.media.resample import CARRIER_RATE, FRAME_BYTES, MODEL_RATE, Downlink, Uplink
+
+log = get_logger(__name__)
 
 FRAME_MS = 20
 FRAME_SAMPLES = FRAME_BYTES // 2
@@ -220,3 +233,105 @@ class VonageOutbound:
 
     async def aclose(self) -> None:
         await self.pacer.aclose()
+
+
+# -- inbound ------------------------------------------------------------------------------------
+
+
+class CallerSink(Protocol):
+    """Where the caller's side of the socket goes (the bridge)."""
+
+    async def caller_audio(self, audio_b64: str) -> None: ...
+
+    def caller_mark(self, name: str) -> None: ...
+
+    async def caller_dtmf(self, digit: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Connected:
+    """Vonage's first message: the audio format and the NCCO headers it echoes."""
+
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class VonageStreamReader:
+    """Reads Vonage's side of the socket and drives the sink until the socket closes."""
+
+    def __init__(self, receive: Callable[[], Awaitable[str | bytes | None]]) -> None:
+        self._receive = receive
+        self.uplink = Uplink()
+        self.connected: Connected | None = None
+        self.frames = 0
+        self.odd_frames = 0  # binary frames that were not 640 bytes (resampled all the same)
+        self.bad_messages = 0
+        self.cleared = 0
+
+    async def wait_connected(self) -> Connected | None:
+        """Vonage's ``websocket:connected``; None when the socket closed before it, or when
+        it announces audio other than L16 at 16 kHz (the NCCO asked for that)."""
+        while self.connected is None:
+            message = await self._receive()
+            if message is None:
+                return None
+            if isinstance(message, bytes):  # audio before the greeting: not Vonage's order
+                self.bad_messages += 1
+                continue
+            event = _json(message)
+            if event is None or event.get("event") != "websocket:connected":
+                self.bad_messages += 1
+                continue
+            content_type = str(event.get("content-type", "")).replace(" ", "").lower()
+            if content_type != CONTENT_TYPE:
+                log.warning("vonage.stream_format_refused", content_type=content_type[:40])
+                return None
+            headers = {
+                str(k): str(v)
+                for k, v in event.items()
+                if k not in ("event", "content-type") and isinstance(v, str | int | float)
+            }
+            self.connected = Connected(content_type, headers)
+        return self.connected
+
+    async def run(self, sink: CallerSink) -> None:
+        """Forward the caller's frames, notifies and keys until the socket closes."""
+        receive = self._receive
+        push = self.uplink.push
+        caller_audio = sink.caller_audio
+        b64encode = base64.b64encode
+        while True:
+            message = await receive()
+            if message is None:
+                return
+            if type(message) is bytes:
+                self.frames += 1
+                if len(message) != FRAME_BYTES:
+                    self.odd_frames += 1
+                audio = push(message)
+                if audio:  # empty while the filter fills, at the very start
+                    await caller_audio(b64encode(audio).decode("ascii"))
+                continue
+            event = _json(message)
+            kind = event.get("event") if event is not None else None
+            if kind == "websocket:notify":
+                payload = event.get("payload")  # type: ignore[union-attr]
+                name = payload.get("mark") if isinstance(payload, dict) else None
+                if isinstance(name, str):
+                    sink.caller_mark(name)
+            elif kind == "websocket:dtmf":
+                digit = event.get("digit")  # type: ignore[union-attr]
+                if isinstance(digit, str | int) and str(digit):
+                    await sink.caller_dtmf(str(digit))
+            elif kind == "websocket:cleared":
+                self.cleared += 1
+            else:
+                self.bad_messages += 1
+
+
+def _json(message: str | bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(message)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
