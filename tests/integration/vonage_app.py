@@ -79,12 +79,19 @@ class Application:
             )
         )
 
-    async def answer(self, request: Request) -> Response:
+    async def _verified(self, request: Request) -> bytes | None:
+        """The raw body of a webhook that verifies; None (and the refusal noted) otherwise."""
         body = await request.body()
         try:
             self.verifier.verify(request.headers, body)
         except VerificationError as exc:
             self.refused.append(str(exc))
+            return None
+        return body
+
+    async def answer(self, request: Request) -> Response:
+        body = await self._verified(request)
+        if body is None:
             return Response(status_code=401)
         answer = parse_answer(request.query_params, body)
         self.legs[answer.uuid] = Leg(answer.uuid)
@@ -100,11 +107,8 @@ class Application:
         return JSONResponse(ncco)
 
     async def event(self, request: Request) -> Response:
-        body = await request.body()
-        try:
-            self.verifier.verify(request.headers, body)
-        except VerificationError as exc:
-            self.refused.append(str(exc))
+        body = await self._verified(request)
+        if body is None:
             return Response(status_code=401)
         event = parse_event(body)
         self.events.append(event)
