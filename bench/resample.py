@@ -29,7 +29,7 @@ call-second; beside it the same work without pacing (every frame sent at once), 
 pacer's own cost shows.
 
     .venv/bin/python bench/resample.py              # ~20 s
-    .venv/bin/python bench/resample.py --seconds 60 --repeats 5 --calls 100
+    .venv/bin/python bench/resample.py --seconds 60 --repeats 9 --calls 100
 """
 
 from __future__ import annotations
@@ -164,23 +164,19 @@ def chunks(data: bytes, size: int) -> list[bytes]:
 
 
 def cpu_per_frame(
-    make: Callable[[], Pair], up_frames: list[bytes], down_chunks: list[bytes], repeats: int
+    make: Callable[[], Pair], up_frames: list[bytes], down_chunks: list[bytes]
 ) -> tuple[float, float]:
-    """Best-of-``repeats`` CPU µs per 20 ms frame, each direction, on a fresh pair each time."""
-    best_up = best_down = float("inf")
-    for _ in range(repeats):
-        pair = make()
-        up, down = pair.up, pair.down
-        start = time.process_time()
-        for frame in up_frames:
-            up(frame)
-        middle = time.process_time()
-        for chunk in down_chunks:
-            down(chunk)
-        end = time.process_time()
-        best_up = min(best_up, (middle - start) / len(up_frames) * 1e6)
-        best_down = min(best_down, (end - middle) / len(down_chunks) * 1e6)
-    return best_up, best_down
+    """CPU µs per 20 ms frame, each direction, of one run on a fresh pair."""
+    pair = make()
+    up, down = pair.up, pair.down
+    start = time.process_time()
+    for frame in up_frames:
+        up(frame)
+    middle = time.process_time()
+    for chunk in down_chunks:
+        down(chunk)
+    end = time.process_time()
+    return (middle - start) / len(up_frames) * 1e6, (end - middle) / len(down_chunks) * 1e6
 
 
 def quality(make: Callable[[], Pair]) -> dict[str, float]:
@@ -292,8 +288,8 @@ async def outbound_calls(calls: int, seconds: float, *, paced: bool) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="speech per direction")
-    parser.add_argument("--repeats", type=int, default=3, help="CPU runs per row (best kept)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="speech per direction")
+    parser.add_argument("--repeats", type=int, default=5, help="CPU runs per row (best kept)")
     parser.add_argument("--calls", type=int, default=50, help="concurrent outbound halves")
     parser.add_argument("--call-seconds", type=float, default=5.0, help="each call's answer")
     args = parser.parse_args()
@@ -310,18 +306,26 @@ def main() -> None:
     variants.append((f"soxr {resample.QUALITY} int16", soxr_int16(resample.QUALITY)))
     variants.append(("stateless per frame", stateless))
 
+    # Round-robin over the variants, best of ``repeats`` each: a shared machine's load drifts,
+    # and it should weigh on every row alike.
+    best: dict[str, list[float]] = {name: [float("inf"), float("inf")] for name, _ in variants}
+    for _ in range(args.repeats):
+        for name, make in variants:
+            up_us, down_us = cpu_per_frame(make, up_frames, down_chunks)
+            best[name] = [min(best[name][0], up_us), min(best[name][1], down_us)]
     rows = []
     for name, make in variants:
-        up_us, down_us = cpu_per_frame(make, up_frames, down_chunks, args.repeats)
-        row = {
-            "variant": name,
-            "up_us": up_us,
-            "down_us": down_us,
-            "cpu_ms_per_call_s": (up_us + down_us) * 50 / 1000,
-            **quality(make),
-            **delays(make),
-        }
-        rows.append(row)
+        up_us, down_us = best[name]
+        rows.append(
+            {
+                "variant": name,
+                "up_us": up_us,
+                "down_us": down_us,
+                "cpu_ms_per_call_s": (up_us + down_us) * 50 / 1000,
+                **quality(make),
+                **delays(make),
+            }
+        )
     floor_cpu = rows[0]["cpu_ms_per_call_s"]
     for row in rows:
         row["ratio"] = row["cpu_ms_per_call_s"] / floor_cpu
