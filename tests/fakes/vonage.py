@@ -709,24 +709,21 @@ class FakeVonage:
         call.answered_at = time.time()
         call.answered.set()
         await self._phone_event(call, "answered", start_time=_now())
-        try:
-            for action in ncco:
-                if call.status in FINAL:
-                    return
-                if action["action"] == "talk":
-                    call.talks.append(action)
-                    await asyncio.sleep(min(2.0, len(action["text"]) / 60))
-                elif action["action"] == "connect":
-                    replacement = await self._connect(call, action)
-                    if replacement is not None:  # the socket failed: its event's answer
-                        call.fallback_ncco = replacement
-                        if not check_ncco(replacement):
-                            await self._follow_fallback(call, replacement)
-                        break
-            if call.status not in FINAL:
-                await self._finish(call, "completed")
-        except asyncio.CancelledError:
-            raise
+        for action in ncco:
+            if call.status in FINAL:
+                return
+            if action["action"] == "talk":
+                call.talks.append(action)
+                await asyncio.sleep(min(2.0, len(action["text"]) / 60))
+            elif action["action"] == "connect":
+                replacement = await self._connect(call, action)
+                if replacement is not None:  # the socket failed: its event's answer
+                    call.fallback_ncco = replacement
+                    if not check_ncco(replacement):
+                        await self._follow_fallback(call, replacement)
+                    break
+        if call.status not in FINAL:
+            await self._finish(call, "completed")
 
     async def _follow_fallback(self, call: FakeCall, ncco: list[dict[str, Any]]) -> None:
         for action in ncco:

@@ -228,3 +228,17 @@ async def test_reader_resamples_every_frame_and_passes_notifies_and_keys_on() ->
     assert sink.marks == ["7"] and sink.digits == ["*"]
     assert reader.frames == len(frames) + 1 and reader.odd_frames == 1
     assert reader.cleared == 1 and reader.bad_messages == 1
+
+
+async def test_a_socket_that_goes_away_stops_the_pacer_without_an_error_escaping() -> None:
+    async def gone(_: bytes) -> None:
+        raise ConnectionError("socket closed")
+
+    wire = Wire()
+    outbound = VonageOutbound(gone, wire.send_text)
+    task = outbound.start()
+    outbound.audio(bytes(48 * 100))
+    outbound.end()
+    await asyncio.wait_for(task, 5)
+    assert isinstance(outbound.pacer.error, ConnectionError)
+    await outbound.aclose()

@@ -82,6 +82,7 @@ class FramePacer:
         self._spurt_ms = 0.0  # audio sent since then
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.error: Exception | None = None  # why the pacer stopped, when it did
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> asyncio.Task[None]:
@@ -114,6 +115,12 @@ class FramePacer:
         return sum(1 for item in self._queue if type(item) is bytes)
 
     async def _run(self) -> None:
+        try:
+            await self._pace()
+        except Exception as exc:  # the socket is gone: the call's reader sees it close too
+            self.error = exc
+
+    async def _pace(self) -> None:
         queue = self._queue
         loop = self._loop
         while True:
