@@ -47,3 +47,10 @@ VOICE_MILESTONE_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 30, 60),
     registry=REGISTRY,
 )
+CALLS = Counter(
+    "lb_calls_total",
+    "Phone calls finished, by provider and end reason (caller_hung_up, end_call, max_length…)",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+CALLS_LIVE = Gauge("lb_calls_live", "Phone calls bridged by this process now", registry=REGISTRY)

@@ -20,13 +20,11 @@ from languagebuddy.inbox.queue import Claimed, Inbox
 from languagebuddy.indicator import TypingIndicator
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import STAGE_SECONDS
-from languagebuddy.store import repos
-from languagebuddy.store.models import OutboxPart, Turn
+from languagebuddy.store import outbox, repos
+from languagebuddy.store.outbox import Part
 from languagebuddy.tutor.api import TutorInput, TutorReply
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from languagebuddy.services import Services
     from languagebuddy.tutor.agent import Tutor
 
@@ -64,6 +62,7 @@ class MessagePipeline:
 
         self.settings = services.settings
         self.sessions = services.sessions
+        self.engine = services.engine
         self.channels: dict[str, Channel] = services.channels
         self.tutor = tutor
         self.inbox: Inbox = services.inbox
@@ -77,49 +76,45 @@ class MessagePipeline:
         channel = self.channels.get(event.channel)
         if channel is None:
             raise PermanentFailure(f"channel {event.channel!r} is not configured")
-        async with self.sessions() as session:
-            parts = await repos.outbox_parts(session, item.id)
-        if await self.voice.takes(item, channel, parts):
-            await self.voice.handle(item, channel, parts)
-            return
-        if not parts:
-            parts = await self._compose(item, channel)
-        await self._deliver(item, channel, parts)
-
-    async def _compose(self, item: Claimed, channel: Channel) -> list[OutboxPart]:
-        """Ask the tutor and store the exchange with its outbox parts, atomically."""
-        event = item.event
         clock = StageClock()
         typing = TypingIndicator(channel, event).start()
+        prefetch = self.voice.prefetch(item, channel)  # a voice note downloads meanwhile
         try:
             with clock.stage("learner"):
-                learner_id = await self._learner_id(event)
-            with clock.stage("media"):
-                turn_input = await self._prepare_input(event, channel)
-            with clock.stage("tutor"):
-                try:
-                    reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
-                except ModelUnavailable:
-                    await self._apologise_once(item, channel, learner_id)
-                    raise
+                parts, learner_id, voice_mode = await self._outbox_and_learner(item)
+            if self.voice.takes(item, channel, parts, voice_mode):
+                await self.voice.handle(item, channel, parts, learner_id, clock, typing, prefetch)
+                return
+            if not parts:
+                parts = await self._compose(item, channel, learner_id, clock)
         finally:
+            await self.voice.drop(prefetch)
             await typing.stop()
+        await self._deliver(item, channel, parts)
+
+    async def _compose(
+        self, item: Claimed, channel: Channel, learner_id: int, clock: StageClock
+    ) -> list[Part]:
+        """Ask the tutor and store the exchange with its outbox parts, atomically."""
+        event = item.event
+        with clock.stage("media"):
+            turn_input = await self._prepare_input(event, channel)
+        with clock.stage("tutor"):
+            try:
+                reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
+            except ModelUnavailable:
+                await self._apologise_once(item, channel, learner_id)
+                raise
         texts = split_text(reply.text, channel.max_text_length)
-        async with self.sessions.begin() as session:
-            if not reply.erased:
-                await store_exchange(
-                    session,
-                    item,
-                    learner_id,
-                    reply,
-                    media=getattr(turn_input.image, "meta", None),
-                    timings={**clock.timings, **reply.timings},
-                )
-            parts = [
-                OutboxPart(inbox_item_id=item.id, seq=n, kind="text", body=text)
-                for n, text in enumerate(texts)
-            ]
-            session.add_all(parts)
+        turns = exchange_turns(
+            event,
+            learner_id,
+            reply,
+            timings={**clock.timings, **reply.timings},
+            media=turn_input.image.meta if turn_input.image is not None else None,
+        )
+        async with self.engine.begin() as conn:
+            parts = await outbox.store_reply(conn, item.id, turns, [("text", t) for t in texts])
         log.info(
             "reply composed",
             item=item.id,
@@ -130,19 +125,24 @@ class MessagePipeline:
         )
         return parts
 
-    async def _learner_id(self, event: InboundEvent) -> int:
-        async with self.sessions.begin() as session:
-            learner, created = await repos.find_or_create_learner(
-                session,
+    async def _outbox_and_learner(self, item: Claimed) -> tuple[list[Part], int, str]:
+        """The reply already stored for this item (a retry resumes its delivery), and the
+        learner behind the event (created on first contact) with their voice preference: one
+        transaction for both."""
+        event = item.event
+        async with self.engine.begin() as conn:
+            parts = await outbox.parts_of(conn, item.id)
+            learner_id, created, voice_mode = await repos.learner_id_for(
+                conn,
                 event.channel,
                 event.user_id,
                 phone_e164=event.phone_e164,
                 display_name=event.display_name,
                 language_hint=event.language_hint,
             )
-            if created:
-                log.info("new learner", learner=learner.id, channel=event.channel)
-            return learner.id
+        if created:
+            log.info("new learner", learner=learner_id, channel=event.channel)
+        return parts, learner_id, voice_mode
 
     async def _prepare_input(self, event: InboundEvent, channel: Channel) -> TutorInput:
         """Turn the event into the tutor's input; media is fetched and checked in memory."""
@@ -165,6 +165,8 @@ class MessagePipeline:
             finally:
                 del media
             return TutorInput(kind=Kind.IMAGE, caption=event.caption, image=image)
+        if event.kind is Kind.CALL_RECAP:  # put by the call service when a call ends
+            return TutorInput(kind=Kind.CALL_RECAP, call_id=int(event.extra["call_id"]))
         unsupported = event.unsupported_type or event.kind.value
         return TutorInput(kind=Kind.UNSUPPORTED, unsupported_type=unsupported)
 
@@ -181,7 +183,7 @@ class MessagePipeline:
             )
             await self.inbox.mark_apology_sent(item)
 
-    async def _deliver(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> None:
+    async def _deliver(self, item: Claimed, channel: Channel, parts: list[Part]) -> None:
         pending = [p for p in parts if p.sent_at is None]
         if not pending:
             return
@@ -197,23 +199,11 @@ class MessagePipeline:
         STAGE_SECONDS.labels("send").observe(time.perf_counter() - started)
         await self._mark_sent(item, pending, ids)
 
-    async def _mark_sent(self, item: Claimed, parts: list[OutboxPart], ids: list[str]) -> None:
+    async def _mark_sent(self, item: Claimed, parts: list[Part], ids: list[str]) -> None:
         if not parts:
             return
-        now = time.time()
-        async with self.sessions.begin() as session:
-            for part, provider_id in zip(parts, ids, strict=False):
-                stored = await session.get(OutboxPart, part.id)
-                if stored is not None:
-                    stored.sent_at = now
-                    stored.provider_message_id = provider_id
-                    if stored.kind == "voice":
-                        stored.audio = None  # delivered: the note need not be kept
-                part.sent_at = now
-            turn = await _outbound_turn(session, item.id)
-            if turn is not None and ids:
-                turn.provider_message_id = turn.provider_message_id or ids[0]
-                turn.status = "sent"
+        async with self.engine.begin() as conn:
+            await outbox.mark_sent(conn, item.id, parts, ids)
 
     async def _apply_status(self, event: InboundEvent) -> None:
         if not event.message_id or not event.status:
@@ -222,55 +212,41 @@ class MessagePipeline:
             await repos.set_turn_status(session, event.message_id, event.status, event.status_error)
 
 
-async def store_exchange(
-    session: AsyncSession,
-    item: Claimed,
+def exchange_turns(
+    event: InboundEvent,
     learner_id: int,
     reply: TutorReply,
     *,
+    timings: dict[str, float],
     media: dict[str, Any] | None = None,
-    timings: dict[str, float] | None = None,
     transcript: str | None = None,
-) -> None:
-    """The learner's turn and the buddy's (pending) answer in the conversation log, in the
-    caller's transaction (beside the reply's outbox parts)."""
-    event = item.event
-    await repos.add_turn(
-        session,
-        learner_id=learner_id,
-        inbox_item_id=item.id,
-        direction="in",
-        modality=reply.modality,
-        channel=event.channel,
-        text=reply.inbound_memory or event.text,
-        transcript=transcript,
-        provider_message_id=event.message_id,
-        media=media,
-        timings=timings,
-    )
-    await repos.add_turn(
-        session,
-        learner_id=learner_id,
-        inbox_item_id=item.id,
-        direction="out",
-        modality="text",
-        channel=event.channel,
-        text=reply.text,
-        status="pending",
-    )
+) -> list[dict[str, Any]]:
+    """The conversation-log rows of one exchange (the learner's turn and the buddy's pending
+    answer), for ``outbox.store_reply`` to write beside the reply's parts."""
+    if reply.erased:
+        return []
+    common = {"learner_id": learner_id, "channel": event.channel}
+    inbound: dict[str, Any] = {
+        **common,
+        "direction": "in",
+        "modality": reply.modality,
+        "text": reply.inbound_memory or event.text,
+        "provider_message_id": event.message_id,
+        "timings": timings,
+    }
+    if media is not None:
+        inbound["media"] = media
+    if transcript is not None:
+        inbound["transcript"] = transcript
+    outbound = {**common, "direction": "out", "modality": "text", "text": reply.text}
+    turns = [inbound, {**outbound, "status": "pending"}]
+    if event.kind is Kind.CALL_RECAP:  # a call recap (issue 14) logs only the reply
+        turns = turns[1:]
+    return turns
 
 
-def outbound_part(part: OutboxPart) -> OutboundPart:
+def outbound_part(part: Part) -> OutboundPart:
     """A stored text part as the channel sends it ("You said …" is text sent ahead)."""
     if part.kind == "heard":
         return OutboundPart(kind="text", text=part.body, interim=True)
     return OutboundPart(kind=part.kind, text=part.body)
-
-
-async def _outbound_turn(session: AsyncSession, inbox_item_id: int) -> Turn | None:
-    from sqlalchemy import select
-
-    row = await session.execute(
-        select(Turn).where(Turn.inbox_item_id == inbox_item_id, Turn.direction == "out")
-    )
-    return row.scalars().first()

@@ -88,7 +88,7 @@ _ERROR_DEFAULTS = {
 class FakeOpenAI:
     """The fake itself: a Starlette app plus its server, script queues and helpers."""
 
-    def __init__(self, api_key: str = "sk-fake-test-key") -> None:
+    def __init__(self, api_key: str = "sk-fake-test-key", **realtime: Any) -> None:
         self.api_key = api_key
         self._lock = threading.Lock()
         self._ids = count(1)
@@ -109,6 +109,11 @@ class FakeOpenAI:
         self.chat_tokens_per_second = 0.0
         self.chat_chars_per_token = 0
         self.audio = FakeAudio(self)
+        # The Realtime WebSocket (calls): its own module, options passed through.
+        from tests.fakes.openai_realtime import FakeRealtime
+
+        self.realtime = FakeRealtime(api_key, **realtime)
+        self.add_websocket("/v1/realtime", self.realtime.handle)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ class FakeOpenAI:
         self.chat_first_token = self.chat_tokens_per_second = 0.0
         self.chat_chars_per_token = 0
         self.audio.reset()
+        self.realtime.reset()
 
     # -- scripting ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class TutorInput:
     # A voice note's words the speech model heard with low confidence: the tutor may give one
     # short pronunciation tip about them.
     unclear_words: tuple[str, ...] = ()
+    call_id: int | None = None  # for Kind.CALL_RECAP: the finished call to recap
 
 
 @dataclass
@@ -31,6 +32,6 @@ class TutorReply:
     text: str
     erased: bool = False  # /forget-me: the learner no longer exists, store nothing
     inbound_memory: str | None = None  # what the log keeps for the learner's turn
-    modality: str = "text"  # text | command | image | voice | unsupported
+    modality: str = "text"  # text | command | image | voice | unsupported | call_recap
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds, as the pipeline's

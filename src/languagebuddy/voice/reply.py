@@ -25,7 +25,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from languagebuddy.ai.stt import TranscriptionClient, transcription_prompt
 from languagebuddy.ai.tts import PCM_BYTES_PER_SECOND, SpeechClient
@@ -39,9 +40,10 @@ from languagebuddy.logs import get_logger
 from languagebuddy.media.audio import AudioRejected, prepare_audio_async
 from languagebuddy.media.types import EncodedAudio
 from languagebuddy.metrics import STAGE_SECONDS, VOICE_MILESTONE_SECONDS
-from languagebuddy.pipeline import StageClock, outbound_part, store_exchange
-from languagebuddy.store import repos
-from languagebuddy.store.models import OutboxPart, Turn
+from languagebuddy.pipeline import StageClock, exchange_turns, outbound_part
+from languagebuddy.store import outbox
+from languagebuddy.store.models import Learner, Turn, Usage, VocabularyItem
+from languagebuddy.store.outbox import Part
 from languagebuddy.tutor.api import TutorInput, TutorReply
 from languagebuddy.tutor.phrases import phrase, phrase_language
 from languagebuddy.tutor.prompts import speech_style
@@ -104,33 +106,77 @@ class VoiceReplies:
         settings = services.settings
         self.pipeline = pipeline
         self.settings = settings
-        self.sessions = services.sessions
+        self.engine = services.engine
         self.transcriber = TranscriptionClient(services.openai, settings.stt_model)
         self.speech = SpeechClient(services.openai, settings.tts_model, settings.tts_voice)
 
-    async def takes(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> bool:
+    def takes(self, item: Claimed, channel: Channel, parts: list[Part], voice_mode: str) -> bool:
         """Whether this event goes the voice way: a voice note, an event whose stored reply
         has voice parts, or a text from a learner who asked for voice replies."""
         event = item.event
         if event.kind is Kind.VOICE or any(p.kind in (HEARD, VOICE) for p in parts):
             return True
-        if parts or event.kind is not Kind.TEXT or channel.voice_format is None:
-            return False
-        async with self.sessions() as session:
-            learner = await repos.find_learner(session, event.channel, event.user_id)
-        return learner is not None and learner.voice_mode == "on"
+        return (
+            not parts
+            and event.kind is Kind.TEXT
+            and channel.voice_format is not None
+            and wants_voice(voice_mode, event.kind)
+        )
 
-    async def handle(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> None:
-        await _VoiceExchange(self, item, channel, parts).run()
+    def prefetch(self, item: Claimed, channel: Channel) -> asyncio.Task[Media] | None:
+        """Start downloading a voice note at once: it needs nothing of the learner, so it
+        runs beside the learner and outbox lookup (a retry, which may find the note heard
+        already, downloads only if it must)."""
+        if item.event.kind is not Kind.VOICE or item.attempts > 1:
+            return None
+        return asyncio.create_task(channel.download(item.event))
+
+    async def drop(self, prefetch: asyncio.Task[Media] | None) -> None:
+        """Cancel a download nobody used (the event failed before hearing it)."""
+        if prefetch is None:
+            return
+        if not prefetch.done():
+            prefetch.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await prefetch  # its failure, if nobody used it, was for nothing
+
+    async def handle(
+        self,
+        item: Claimed,
+        channel: Channel,
+        parts: list[Part],
+        learner_id: int,
+        clock: StageClock,
+        indicator: TypingIndicator,
+        prefetch: asyncio.Task[Media] | None,
+    ) -> None:
+        exchange = _VoiceExchange(self, item, channel, parts, clock, indicator)
+        await exchange.run(learner_id, prefetch)
 
 
 @dataclass
 class _Usage:
+    """Audio seconds in (stt) and out (tts), written with the next stored step."""
+
     rows: list[tuple[str, str, float]] = field(default_factory=list)  # kind, model, seconds
 
-    async def flush(self, session: Any, learner_id: int) -> None:
-        for kind, model, seconds in self.rows:
-            await repos.record_usage(session, learner_id, kind, model, audio_seconds=seconds)
+    async def flush(self, conn: AsyncConnection, learner_id: int) -> None:
+        if self.rows:
+            await conn.execute(
+                insert(Usage.__table__),
+                [
+                    {
+                        "learner_id": learner_id,
+                        "created_at": time.time(),
+                        "kind": kind,
+                        "model": model,
+                        "input_tokens": 0,
+                        "output_tokens": 0,
+                        "audio_seconds": seconds,
+                    }
+                    for kind, model, seconds in self.rows
+                ],
+            )
         self.rows.clear()
 
 
@@ -138,57 +184,67 @@ class _VoiceExchange:
     """The state of one event on the voice path."""
 
     def __init__(
-        self, replies: VoiceReplies, item: Claimed, channel: Channel, parts: list[OutboxPart]
+        self,
+        replies: VoiceReplies,
+        item: Claimed,
+        channel: Channel,
+        parts: list[Part],
+        clock: StageClock,
+        indicator: TypingIndicator,
     ) -> None:
         self.replies = replies
         self.pipeline = replies.pipeline
-        self.sessions = replies.sessions
+        self.engine = replies.engine
         self.item = item
         self.event: InboundEvent = item.event
         self.channel = channel
         self.parts = parts
         self.clock = VoiceClock(self.event.received_at)
-        self.indicator = TypingIndicator(channel, self.event)
+        self.clock.timings.update(clock.timings)
+        self.indicator = indicator
         self.usage = _Usage()
+        self.reply_timings: dict[str, float] = {}
 
-    async def run(self) -> None:
-        self.indicator.start()
-        # The note's download needs nothing of the learner: it runs beside the lookup.
-        fresh_note = self.event.kind is Kind.VOICE and not self.parts
-        download = asyncio.create_task(self._download()) if fresh_note else None
-        try:
-            learner = await self._learner()
-            speak = self.channel.voice_format is not None and wants_voice(
-                learner.voice_mode, self.event.kind
-            )
-            if any(p.kind in (TEXT, VOICE) for p in self.parts):
-                await self._finish_stored(learner)
-            else:
-                await self._compose(learner, speak, download)
-        finally:
-            if download is not None and not download.done():
-                download.cancel()
-                with suppress(asyncio.CancelledError, Exception):
-                    await download
-            await self.indicator.stop()
+    async def run(self, learner_id: int, prefetch: asyncio.Task[Media] | None) -> None:
+        learner = await self._learner(learner_id)
+        speak = self.channel.voice_format is not None and wants_voice(
+            learner.voice_mode, self.event.kind
+        )
+        if any(p.kind in (TEXT, VOICE) for p in self.parts):
+            await self._finish_stored(learner)
+        else:
+            await self._compose(learner, speak, prefetch)
 
     # -- the learner -----------------------------------------------------------------------
 
-    async def _learner(self) -> LearnerView:
-        with self.clock.stage("learner"):
-            learner_id = await self.pipeline._learner_id(self.event)
-            async with self.sessions() as session:
-                learner = await repos.get_learner(session, learner_id)
-                if learner is None:
-                    raise LookupError(f"learner {learner_id} vanished")
-                words = await repos.vocabulary(session, learner_id, limit=PROMPT_TERMS)
-        terms = tuple(
-            w.term
-            for w in words
-            if not learner.target_language or w.language == learner.target_language
-        )
+    async def _learner(self, learner_id: int) -> LearnerView:
+        async with self.engine.connect() as conn:
+            learner = (
+                await conn.execute(
+                    select(
+                        Learner.display_name,
+                        Learner.native_language,
+                        Learner.interface_language,
+                        Learner.target_language,
+                        Learner.level,
+                        Learner.voice_mode,
+                    ).where(Learner.id == learner_id)
+                )
+            ).first()
+            if learner is None:
+                raise LookupError(f"learner {learner_id} vanished")
+            words = await conn.execute(
+                select(VocabularyItem.term)
+                .where(
+                    VocabularyItem.learner_id == learner_id,
+                    VocabularyItem.language == learner.target_language,
+                )
+                .order_by(VocabularyItem.updated_at.desc())
+                .limit(PROMPT_TERMS)
+            )
+            terms = tuple(words.scalars())
         return LearnerView(
-            id=learner.id,
+            id=learner_id,
             display_name=learner.display_name,
             native_language=learner.native_language,
             interface_language=learner.interface_language,
@@ -206,13 +262,12 @@ class _VoiceExchange:
     # -- a new exchange --------------------------------------------------------------------
 
     async def _compose(
-        self, learner: LearnerView, speak: bool, download: asyncio.Task[Media] | None
+        self, learner: LearnerView, speak: bool, prefetch: asyncio.Task[Media] | None
     ) -> None:
         heard = next((p for p in self.parts if p.kind == HEARD), None)
         if self.event.kind is Kind.VOICE:
             if heard is None:
-                assert download is not None
-                heard, problem = await self._hear(learner, download)
+                heard, problem = await self._hear(learner, prefetch)
                 if heard is None:
                     await self._answer_problem(learner, problem or "audio_corrupt")
                     return
@@ -252,22 +307,23 @@ class _VoiceExchange:
                 await assembler.aclose()
         await self._save_timings()
 
-    async def _download(self) -> Media:
-        with self.clock.stage("download"):
-            return await self.channel.download(self.event)
-
     async def _hear(
-        self, learner: LearnerView, download: asyncio.Task[Media]
-    ) -> tuple[OutboxPart | None, str | None]:
-        """Check and transcribe the downloaded note; store the "You said" part with what was
-        heard. (None, problem code) when the audio cannot be used."""
+        self, learner: LearnerView, prefetch: asyncio.Task[Media] | None
+    ) -> tuple[Part | None, str | None]:
+        """Download (or take the prefetched download), check and transcribe the note; store
+        the "You said" part with what was heard. (None, problem code) when the audio cannot
+        be used."""
         settings = self.replies.settings
+        started = time.perf_counter()
         try:
-            media = await download
+            media = await (prefetch if prefetch is not None else self.channel.download(self.event))
         except DeliveryError as exc:
             if exc.retryable:
                 raise
-            return None, "audio_too_large" if exc.code == "too_large" else ("audio_download_failed")
+            problem = "audio_too_large" if exc.code == "too_large" else "audio_download_failed"
+            return None, problem
+        finally:
+            self.clock.add("download", time.perf_counter() - started)
         with self.clock.stage("decode"):
             try:
                 audio = await prepare_audio_async(
@@ -298,21 +354,16 @@ class _VoiceExchange:
         quoted = transcript.text
         if len(quoted) > MAX_HEARD_CHARS:
             quoted = quoted[: MAX_HEARD_CHARS - 1].rstrip() + "…"
-        heard = OutboxPart(
-            inbox_item_id=self.item.id,
-            seq=0,
-            kind=HEARD,
-            body=phrase("you_said", self._lang(learner), text=quoted),
-            meta={
-                "transcript": transcript.text,
-                "unclear": list(transcript.unclear),
-                "model": transcript.model,
-                "audio": audio.meta,
-            },
-        )
-        async with self.sessions.begin() as session:
-            session.add(heard)
-            await self.usage.flush(session, learner.id)
+        meta = {
+            "transcript": transcript.text,
+            "unclear": list(transcript.unclear),
+            "model": transcript.model,
+            "audio": audio.meta,
+        }
+        body = phrase("you_said", self._lang(learner), text=quoted)
+        async with self.engine.begin() as conn:
+            heard = await outbox.store_part(conn, self.item.id, 0, HEARD, body, meta)
+            await self.usage.flush(conn, learner.id)
         log.info(
             "voice.heard",
             item=self.item.id,
@@ -363,42 +414,38 @@ class _VoiceExchange:
         return reply
 
     async def _store_reply(
-        self, learner: LearnerView, reply: TutorReply, heard: OutboxPart | None, speak: bool
-    ) -> list[OutboxPart]:
+        self, learner: LearnerView, reply: TutorReply, heard: Part | None, speak: bool
+    ) -> list[Part]:
         """The turns and the reply's outbox parts, in one transaction, before anything of the
         reply is sent."""
-        first = heard.seq + 1 if heard is not None else 0
         texts = split_text(reply.text, self.channel.max_text_length)
-        parts = [
-            OutboxPart(inbox_item_id=self.item.id, seq=first + n, kind=TEXT, body=text)
-            for n, text in enumerate(texts)
-        ]
-        if speak:
-            parts.append(
-                OutboxPart(
-                    inbox_item_id=self.item.id, seq=first + len(texts), kind=VOICE, body=reply.text
-                )
-            )
+        specs = [(TEXT, text) for text in texts] + ([(VOICE, reply.text)] if speak else [])
         meta = (heard.meta or {}) if heard is not None else {}
-        async with self.sessions.begin() as session:
+        self.reply_timings = dict(reply.timings)
+        turns = exchange_turns(
+            self.event,
+            learner.id,
+            reply,
+            timings={**self.clock.timings, **reply.timings},
+            media=meta.get("audio"),
+            transcript=meta.get("transcript"),
+        )
+        async with self.engine.begin() as conn:
+            parts = await outbox.store_reply(
+                conn,
+                self.item.id,
+                turns,
+                specs,
+                first_seq=heard.seq + 1 if heard is not None else 0,
+            )
             if not reply.erased:
-                await store_exchange(
-                    session,
-                    self.item,
-                    learner.id,
-                    reply,
-                    media=meta.get("audio"),
-                    timings={**self.clock.timings, **reply.timings},
-                    transcript=meta.get("transcript"),
-                )
-                await self.usage.flush(session, learner.id)
-            session.add_all(parts)
+                await self.usage.flush(conn, learner.id)
         return parts
 
     # -- the voice note --------------------------------------------------------------------
 
     async def _synthesise(
-        self, assembler: SpeechAssembler, part: OutboxPart, learner: LearnerView
+        self, assembler: SpeechAssembler, part: Part, learner: LearnerView
     ) -> EncodedAudio | None:
         """Finish the note. None when the speech model stays unavailable: the learner has the
         text already, and the part is settled so that a retry does not try again."""
@@ -413,11 +460,11 @@ class _VoiceExchange:
             await self._settle(part, learner, sent_at=time.time(), provider_message_id="skipped")
         return audio
 
-    async def _settle(self, part: OutboxPart, learner: LearnerView, **values: Any) -> None:
+    async def _settle(self, part: Part, learner: LearnerView, **values: Any) -> None:
         """Write to the voice part (with the usage rows gathered so far)."""
-        async with self.sessions.begin() as session:
-            await self.usage.flush(session, learner.id)
-            await session.execute(update(OutboxPart).where(OutboxPart.id == part.id).values(values))
+        async with self.engine.begin() as conn:
+            await self.usage.flush(conn, learner.id)
+            await outbox.update_part(conn, part.id, **values)
 
     def _speech_timings(self, assembler: SpeechAssembler, learner: LearnerView) -> None:
         if assembler.first_audio_at is not None:
@@ -431,9 +478,9 @@ class _VoiceExchange:
 
     async def _send_voice(
         self,
-        part: OutboxPart,
+        part: Part,
         audio: EncodedAudio | None,
-        texts: list[OutboxPart],
+        texts: list[Part],
         learner: LearnerView,
         *,
         store: bool,
@@ -466,9 +513,7 @@ class _VoiceExchange:
             if stored is not None:
                 await stored
 
-    async def _upload_and_send(
-        self, part: OutboxPart, audio: EncodedAudio, texts: list[OutboxPart]
-    ) -> None:
+    async def _upload_and_send(self, part: Part, audio: EncodedAudio, texts: list[Part]) -> None:
         outbound = OutboundPart(
             kind="voice",
             audio=audio.data,
@@ -483,11 +528,9 @@ class _VoiceExchange:
                 uploaded = await self.channel.upload_voice(self.event, outbound)
             if uploaded is not None:  # kept so that a failed send does not upload again
                 outbound.media_ref = uploaded.ref
-                async with self.sessions.begin() as session:
-                    await session.execute(
-                        update(OutboxPart)
-                        .where(OutboxPart.id == part.id)
-                        .values(media_ref=uploaded.ref, media_ref_until=uploaded.expires_at)
+                async with self.engine.begin() as conn:
+                    await outbox.update_part(
+                        conn, part.id, media_ref=uploaded.ref, media_ref_until=uploaded.expires_at
                     )
         first = texts[0].seq if texts else part.seq
         with self.clock.stage("send"):
@@ -540,33 +583,23 @@ class _VoiceExchange:
         await self._send_voice(voice_part, audio, texts, learner, store=not stored)
         await self._save_timings()
 
-    async def _stored_audio(self, part: OutboxPart) -> EncodedAudio | None:
-        async with self.sessions() as session:
-            row = await session.execute(
-                select(OutboxPart.audio, OutboxPart.audio_mime, OutboxPart.duration_s).where(
-                    OutboxPart.id == part.id
-                )
-            )
-            found = row.first()
-        if found is None or found.audio is None:
+    async def _stored_audio(self, part: Part) -> EncodedAudio | None:
+        async with self.engine.connect() as conn:
+            found = await outbox.stored_audio(conn, part.id)
+        if found is None:
             return None
-        log.info("voice.resumed", item=self.item.id, stored_bytes=len(found.audio))
+        data, mime, seconds = found
+        log.info("voice.resumed", item=self.item.id, stored_bytes=len(data))
         return EncodedAudio(
-            data=found.audio,
-            mime=found.audio_mime or "audio/ogg",
-            extension="",
-            duration_s=found.duration_s or 0.0,
-            sample_rate=0,
-            codec="",
+            data=data, mime=mime, extension="", duration_s=seconds, sample_rate=0, codec=""
         )
 
     async def _save_timings(self) -> None:
-        """Add the stages measured after the turns were stored to the learner turn's timings."""
-        async with self.sessions.begin() as session:
-            turn = (
-                await session.execute(
-                    select(Turn).where(Turn.inbox_item_id == self.item.id, Turn.direction == "in")
-                )
-            ).scalar_one_or_none()
-            if turn is not None:
-                turn.timings = {**(turn.timings or {}), **self.clock.timings}
+        """The learner turn's timings, now with the stages after the turns were stored."""
+        timings = {**self.clock.timings, **self.reply_timings}
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(Turn.__table__)
+                .where(Turn.inbox_item_id == self.item.id, Turn.direction == "in")
+                .values(timings=timings)
+            )

@@ -34,6 +34,9 @@ async def start_services(settings: Settings) -> Services:
 
     services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
     services.media_host.key = services.signing_key
+    from languagebuddy.services import build_calls
+
+    build_calls(services)
     return services
 
 
@@ -97,5 +100,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     from languagebuddy.web.media import router as media_router
 
     app.include_router(media_router)
+    from languagebuddy.web.calls import mount_call_routes
+
+    mount_call_routes(app)
     app.add_middleware(WebhookFastPath)
     return app

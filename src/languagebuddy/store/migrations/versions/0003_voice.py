@@ -2,7 +2,7 @@
 after a crash, and hosted media for platforms that fetch audio by URL
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0004
 Create Date: 2026-12-02 09:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
