@@ -43,38 +43,21 @@ SAMPLE_TEXT = "Hola, ayer fui al mercado con mi hermana y compramos fruta fresca
 
 
 def encode(pcm: np.ndarray, rate: int, fmt: Format) -> bytes:
-    """Mono int16 ``pcm`` at ``rate`` in ``fmt`` (resampled to the codec's rate)."""
+    """int16 ``pcm`` at ``rate`` in ``fmt`` (resampled to the codec's rate): mono when 1-D,
+    stereo when shaped 2 x n."""
+    layout = "stereo" if pcm.ndim == 2 else "mono"
+    packed = np.ascontiguousarray(pcm.T).reshape(1, -1)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt.container) as container:
         stream = container.add_stream(fmt.codec, rate=fmt.rate)
-        stream.layout = "mono"
+        stream.layout = layout
         if fmt.codec == "libopencore_amrnb":
             stream.bit_rate = 12_200
         resampler = av.AudioResampler(
-            format=stream.codec_context.format, layout="mono", rate=fmt.rate
+            format=stream.codec_context.format, layout=layout, rate=fmt.rate
         )
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
         frame.sample_rate = rate
-        for out in [*resampler.resample(frame), *resampler.resample(None)]:
-            for packet in stream.encode(out):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
-
-
-def encode_stereo(pcm: np.ndarray, fmt: Format) -> bytes:
-    """Two-channel int16 ``pcm`` (shape 2 x n) at 24 kHz in ``fmt``."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=fmt.container) as container:
-        stream = container.add_stream(fmt.codec, rate=fmt.rate)
-        stream.layout = "stereo"
-        resampler = av.AudioResampler(
-            format=stream.codec_context.format, layout="stereo", rate=fmt.rate
-        )
-        packed = np.ascontiguousarray(pcm.T).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout="stereo")
-        frame.sample_rate = 24_000
         for out in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(out):
                 container.mux(packet)

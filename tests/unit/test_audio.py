@@ -31,7 +31,6 @@ from tests.audio_samples import (
     SAMPLE_TEXT,
     decoded,
     encode,
-    encode_stereo,
     quiet_note,
     voice_note,
 )
@@ -67,7 +66,7 @@ def test_stereo_notes_are_mixed_down(fmt: str) -> None:
     pcm = speech_like(SAMPLE_TEXT)
     stereo = np.stack([pcm, (pcm * 0.5).astype(np.int16)])  # a louder left channel
     spec = dataclasses.replace(INBOUND_FORMATS[fmt], rate=48_000 if fmt == "ogg_opus" else 44_100)
-    data = encode_stereo(stereo, spec)
+    data = encode(stereo, 24_000, spec)
     audio = prepare_audio(data)
     assert audio.channels == 2
     assert audio.duration_s == pytest.approx(len(pcm) / 24_000, abs=0.1)

@@ -115,6 +115,20 @@ def map_error(exc: openai.OpenAIError, kind: str) -> Exception:
     return ModelUnavailable(f"model call failed: {type(exc).__name__}")
 
 
+def call_failed(exc: openai.OpenAIError, kind: str, model: str) -> Exception:
+    """Log a failed model call (its kind, model and status; never its content) and return
+    the exception to raise in its place."""
+    mapped = map_error(exc, kind)
+    log.warning(
+        "openai.call_failed",
+        kind=kind,
+        model=model,
+        error=type(exc).__name__,
+        status=getattr(exc, "status_code", None),
+    )
+    return mapped
+
+
 class ChatClient:
     """Chat completions with tools. One instance per process is enough."""
 
@@ -145,15 +159,7 @@ class ChatClient:
             else:
                 result = await self._stream(kwargs, on_delta)
         except openai.OpenAIError as exc:
-            mapped = map_error(exc, kind)
-            log.warning(
-                "openai.call_failed",
-                kind=kind,
-                model=model,
-                error=type(exc).__name__,
-                status=getattr(exc, "status_code", None),
-            )
-            raise mapped from exc
+            raise call_failed(exc, kind, model) from exc
         result.seconds = time.perf_counter() - started
         MODEL_CALLS.labels(kind, "ok").inc()
         return result

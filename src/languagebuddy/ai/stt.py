@@ -17,11 +17,8 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from languagebuddy.ai.chat import map_error
-from languagebuddy.logs import get_logger
+from languagebuddy.ai.chat import call_failed
 from languagebuddy.metrics import MODEL_CALLS
-
-log = get_logger(__name__)
 
 # Whisper's own rule for a segment that is not speech.
 NO_SPEECH_PROB = 0.6
@@ -99,14 +96,7 @@ class TranscriptionClient:
         try:
             response = await self._client.audio.transcriptions.create(**kwargs)
         except openai.OpenAIError as exc:
-            log.warning(
-                "openai.call_failed",
-                kind="stt",
-                model=self.model,
-                error=type(exc).__name__,
-                status=getattr(exc, "status_code", None),
-            )
-            raise map_error(exc, "stt") from exc
+            raise call_failed(exc, "stt", self.model) from exc
         MODEL_CALLS.labels("stt", "ok").inc()
         transcript = _read(response, self.model)
         return Transcript(

@@ -16,12 +16,9 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
-from languagebuddy.ai.chat import map_error
+from languagebuddy.ai.chat import call_failed
 from languagebuddy.errors import ModelUnavailable
-from languagebuddy.logs import get_logger
 from languagebuddy.metrics import MODEL_CALLS
-
-log = get_logger(__name__)
 
 PCM_RATE = 24_000
 PCM_BYTES_PER_SECOND = PCM_RATE * 2
@@ -91,14 +88,7 @@ class SpeechClient:
                     if chunk:
                         yield chunk
         except openai.OpenAIError as exc:
-            log.warning(
-                "openai.call_failed",
-                kind="tts",
-                model=self.model,
-                error=type(exc).__name__,
-                status=getattr(exc, "status_code", None),
-            )
-            raise map_error(exc, "tts") from exc
+            raise call_failed(exc, "tts", self.model) from exc
         except _STREAM_ERRORS as exc:  # the connection broke while the audio streamed
             MODEL_CALLS.labels("tts", "connection_error").inc()
             raise ModelUnavailable(f"speech stream broke: {type(exc).__name__}") from exc
