@@ -75,7 +75,12 @@ if str(ROOT) not in sys.path:  # the fakes live in tests/, which is not an insta
 from tests.audio_samples import decoded, voice_note  # noqa: E402
 from tests.fakes.openai import FakeOpenAI  # noqa: E402
 from tests.fakes.openai_audio import speech_like  # noqa: E402
-from tests.fakes.whatsapp import FakeWhatsApp, whatsapp_audio_webhook, whatsapp_headers  # noqa: E402
+from tests.fakes.whatsapp import (  # noqa: E402
+    FakeWhatsApp,
+    whatsapp_audio_webhook,
+    whatsapp_headers,
+    whatsapp_text_webhook,
+)
 
 NAME = "voice"
 NOTE_SECONDS = 15.0
@@ -284,13 +289,47 @@ class Bench:
         self._scanned = 0
         self._lock = threading.Lock()
         self._notes: dict[str, Note] = {}  # by learner (wa_id)
+        self._known: list[str] = []  # registered learners not yet used
+
+    def new_user(self) -> str:
+        with self._lock:
+            self._count += 1
+            return f"{self.prefix}{self._count:06d}"
+
+    def register(self, count: int, in_flight: int) -> None:
+        """``count`` learners say hello first (no injected latency yet), so that the notes
+        come from known learners, as nearly all messages do; their voice notes are then
+        taken in the order they were registered."""
+        users = [self.new_user() for _ in range(count)]
+
+        def hello(user: str) -> None:
+            body = whatsapp_text_webhook("Hola, quiero practicar.", wa_id=user)
+            with httpx.Client(trust_env=False, timeout=30) as client:
+                response = client.post(
+                    f"{self.service.base_url}/webhooks/whatsapp",
+                    content=body,
+                    headers=whatsapp_headers(body, self.wa.app_secret),
+                )
+            response.raise_for_status()
+            deadline = time.time() + WAIT_S
+            while not self.wa.texts_to(user):
+                if time.time() > deadline:
+                    raise RuntimeError(f"{user} was never answered")
+                time.sleep(0.01)
+
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            list(pool.map(hello, users))
+        with self._lock:
+            self._known.extend(users)
+            self._scanned = len(self.wa.server.recorded("/messages", "POST"))  # not notes
 
     def new_note(self) -> Note:
         media_id = self.wa.add_media(self.note, "audio/ogg")
         with self._lock:
-            self._count += 1
-            user = f"{self.prefix}{self._count:06d}"
-            note = Note(user, "wamid.HBgN" + secrets.token_urlsafe(30), media_id)
+            user = self._known.pop(0) if self._known else None
+        user = user or self.new_user()
+        note = Note(user, "wamid.HBgN" + secrets.token_urlsafe(30), media_id)
+        with self._lock:
             self._notes[user] = note
         return note
 
@@ -473,12 +512,6 @@ def measure(args: argparse.Namespace, db_url: str, tmp: Path) -> dict[str, Any]:
     with FakeWhatsApp() as wa, FakeOpenAI() as ai:
         ai.audio.transcript(TRANSCRIPT, times=None)
         ai.reply(REPLY, times=None)
-        ai.chat_first_token, ai.chat_tokens_per_second = FIRST_TOKEN_S, TOKENS_PER_S
-        ai.chat_chars_per_token = CHARS_PER_TOKEN
-        ai.audio.transcribe_delay = TRANSCRIBE_S
-        ai.audio.speech_first_byte = SPEECH_FIRST_BYTE_S
-        ai.audio.speech_seconds_per_audio_second = SPEECH_PER_AUDIO_S
-        wa.upload_delay = UPLOAD_S
         env = service_env(wa, ai, db_url)
         if not db_url.startswith("sqlite"):  # serve migrates SQLite only
             from languagebuddy.store.migrate import upgrade_sync
@@ -486,6 +519,13 @@ def measure(args: argparse.Namespace, db_url: str, tmp: Path) -> dict[str, Any]:
             upgrade_sync(db_url)
         with ServeProcess(tmp, env) as service:
             bench = Bench(service, wa, ai, note)
+            bench.register(3 + 2 * args.notes, args.concurrency)
+            ai.chat_first_token, ai.chat_tokens_per_second = FIRST_TOKEN_S, TOKENS_PER_S
+            ai.chat_chars_per_token = CHARS_PER_TOKEN
+            ai.audio.transcribe_delay = TRANSCRIBE_S
+            ai.audio.speech_first_byte = SPEECH_FIRST_BYTE_S
+            ai.audio.speech_seconds_per_audio_second = SPEECH_PER_AUDIO_S
+            wa.upload_delay = UPLOAD_S
             warm = run_notes(bench, 3, 1)  # codecs, SDK, connections, caches
             sentences = [s.duration_s for s in ai.audio.speeches[:3]]
             refs = references(sentences)

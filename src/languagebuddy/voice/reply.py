@@ -123,22 +123,18 @@ class VoiceReplies:
             and wants_voice(voice_mode, event.kind)
         )
 
-    def prefetch(self, item: Claimed, channel: Channel) -> asyncio.Task[Media] | None:
+    def prefetch(self, item: Claimed, channel: Channel) -> Download | None:
         """Start downloading a voice note at once: it needs nothing of the learner, so it
         runs beside the learner and outbox lookup (a retry, which may find the note heard
         already, downloads only if it must)."""
         if item.event.kind is not Kind.VOICE or item.attempts > 1:
             return None
-        return asyncio.create_task(channel.download(item.event))
+        return Download(channel, item.event)
 
-    async def drop(self, prefetch: asyncio.Task[Media] | None) -> None:
+    async def drop(self, prefetch: Download | None) -> None:
         """Cancel a download nobody used (the event failed before hearing it)."""
-        if prefetch is None:
-            return
-        if not prefetch.done():
-            prefetch.cancel()
-        with suppress(asyncio.CancelledError, Exception):
-            await prefetch  # its failure, if nobody used it, was for nothing
+        if prefetch is not None:
+            await prefetch.cancel()
 
     async def handle(
         self,
@@ -148,10 +144,33 @@ class VoiceReplies:
         learner_id: int,
         clock: StageClock,
         indicator: TypingIndicator,
-        prefetch: asyncio.Task[Media] | None,
+        prefetch: Download | None,
     ) -> None:
         exchange = _VoiceExchange(self, item, channel, parts, clock, indicator)
         await exchange.run(learner_id, prefetch)
+
+
+class Download:
+    """A voice note's download, started now and awaited later; ``seconds`` is how long the
+    platform took (not how long anyone waited for it)."""
+
+    def __init__(self, channel: Channel, event: InboundEvent) -> None:
+        self.seconds: float | None = None
+        self._started = time.perf_counter()
+        self._task = asyncio.create_task(channel.download(event))
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, _: asyncio.Task[Media]) -> None:
+        self.seconds = time.perf_counter() - self._started
+
+    async def result(self) -> Media:
+        return await self._task
+
+    async def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await self._task  # a failure nobody used was for nothing
 
 
 @dataclass
@@ -205,7 +224,7 @@ class _VoiceExchange:
         self.usage = _Usage()
         self.reply_timings: dict[str, float] = {}
 
-    async def run(self, learner_id: int, prefetch: asyncio.Task[Media] | None) -> None:
+    async def run(self, learner_id: int, prefetch: Download | None) -> None:
         learner = await self._learner(learner_id)
         speak = self.channel.voice_format is not None and wants_voice(
             learner.voice_mode, self.event.kind
@@ -261,9 +280,7 @@ class _VoiceExchange:
 
     # -- a new exchange --------------------------------------------------------------------
 
-    async def _compose(
-        self, learner: LearnerView, speak: bool, prefetch: asyncio.Task[Media] | None
-    ) -> None:
+    async def _compose(self, learner: LearnerView, speak: bool, prefetch: Download | None) -> None:
         heard = next((p for p in self.parts if p.kind == HEARD), None)
         if self.event.kind is Kind.VOICE:
             if heard is None:
@@ -308,22 +325,23 @@ class _VoiceExchange:
         await self._save_timings()
 
     async def _hear(
-        self, learner: LearnerView, prefetch: asyncio.Task[Media] | None
+        self, learner: LearnerView, prefetch: Download | None
     ) -> tuple[Part | None, str | None]:
         """Download (or take the prefetched download), check and transcribe the note; store
         the "You said" part with what was heard. (None, problem code) when the audio cannot
         be used."""
         settings = self.replies.settings
-        started = time.perf_counter()
+        download = prefetch or Download(self.channel, self.event)
         try:
-            media = await (prefetch if prefetch is not None else self.channel.download(self.event))
+            media = await download.result()
         except DeliveryError as exc:
             if exc.retryable:
                 raise
             problem = "audio_too_large" if exc.code == "too_large" else "audio_download_failed"
             return None, problem
         finally:
-            self.clock.add("download", time.perf_counter() - started)
+            if download.seconds is not None:
+                self.clock.add("download", download.seconds)
         with self.clock.stage("decode"):
             try:
                 audio = await prepare_audio_async(
