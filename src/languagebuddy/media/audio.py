@@ -3,10 +3,12 @@ ffmpeg binary, no temporary files).
 
 In: :func:`prepare_audio` treats the bytes as hostile. The container is probed first and only
 the formats learners' apps send are read; a file that states a length over the limit is refused
-before anything is decoded; the one decoding pass resamples to 16 kHz mono (what the
-speech-to-text models work at) and measures the real duration and how much of it is above the
-silence threshold. Every failure is an :class:`AudioRejected` whose ``code`` the tutor turns
-into a friendly reply.
+before anything is decoded. One decoding pass, mixed to mono, measures the real length and how
+much of it is above the silence threshold, and, when the transcription endpoint cannot read the
+file as it is (AMR, raw AAC), resamples it to a 16 kHz mono FLAC. When the file itself is the
+upload and states its exact length (OGG/Opus voice notes, M4A), decoding stops as soon as
+enough speech was heard: for a typical note, a second instead of all of it. Every failure is an
+:class:`AudioRejected` whose ``code`` the tutor turns into a friendly reply.
 
 Out: :class:`VoiceEncoder` takes the speech model's PCM as it streams in and writes one voice
 note, OGG/Opus (WhatsApp, Telegram) or M4A/AAC (LINE).
@@ -63,6 +65,10 @@ _PASSTHROUGH: Final = {
     ("matroska,webm", "opus"): ("voice.webm", "audio/webm"),
 }
 MAX_UPLOAD_BYTES: Final = 24 * 1024 * 1024  # the endpoint takes 25 MB
+# Containers whose stated length is exact, taken from the file itself (Ogg's last granule
+# position, MP4's sample table, FLAC's STREAMINFO, WAV's data size) rather than estimated
+# from a bit rate (MP3) or optional (WebM).
+_EXACT_LENGTH: Final = frozenset({"ogg", "mov,mp4,m4a,3gp,3g2,mj2", "flac", "wav"})
 
 # A container's stated length may be rounded, and the last packet padded.
 _LENGTH_SLACK_S: Final = 0.5
@@ -130,9 +136,18 @@ def prepare_audio(data: bytes, *, max_seconds: float = 300.0) -> PreparedAudio:
         passthrough = _PASSTHROUGH.get((fmt, codec))
         if container.streams.video or len(data) > MAX_UPLOAD_BYTES:
             passthrough = None
-        sound = _decode(container, stream, max_seconds, keep_pcm=passthrough is None)
+        # The file itself goes to the model and states its exact length: decoding can stop
+        # once it has heard enough to know the note is not silent.
+        exact = stated if passthrough is not None and fmt in _EXACT_LENGTH else None
+        sound = _decode(
+            container,
+            stream,
+            max_seconds,
+            keep_pcm=passthrough is None,
+            stop_at_speech=exact is not None,
+        )
         channels = stream.codec_context.channels or 0
-    duration = sound.seconds
+    duration = exact if exact is not None and sound.stopped_early else sound.seconds
     if sound.damaged and duration < _MIN_SALVAGED_S:
         raise AudioRejected(AUDIO_CORRUPT, "the audio could not be decoded")
     if duration < MIN_SECONDS:
@@ -150,6 +165,7 @@ def prepare_audio(data: bytes, *, max_seconds: float = 300.0) -> PreparedAudio:
         upload_name=name,
         upload_mime=mime,
         duration_s=duration,
+        decoded_s=sound.seconds,
         speech_s=sound.speech_s,
         peak_dbfs=sound.peak_dbfs,
         container=fmt.split(",")[0],
@@ -200,6 +216,7 @@ class _Sound:
         self.loud_windows = 0
         self.peak = 0.0
         self.damaged = False
+        self.stopped_early = False
         self._resampler = soxr.ResampleStream(rate, STT_RATE, 1, "float32") if keep_pcm else None
         self._pcm: list[np.ndarray] = []
 
@@ -287,8 +304,10 @@ def _decode(
     max_seconds: float,
     *,
     keep_pcm: bool,
+    stop_at_speech: bool = False,
 ) -> _Sound:
-    """Decode the whole stream once; stop at the limit, or at the first broken packet."""
+    """Decode the stream once; stop at the limit, at the first broken packet, or (with
+    ``stop_at_speech``) as soon as enough speech was heard."""
     rate = int(stream.codec_context.sample_rate or 0)
     sound: _Sound | None = _Sound(rate, keep_pcm) if rate > 0 else None
     limit = (max_seconds + _LENGTH_SLACK_S) * max(rate, 1)
@@ -305,6 +324,9 @@ def _decode(
                 sound.add(_mono(frame))
             if sound is not None and sound.samples > limit:
                 raise AudioRejected(AUDIO_TOO_LONG, f"over {max_seconds:g} s when decoded")
+            if stop_at_speech and sound is not None and sound.speech_s >= MIN_SPEECH_S:
+                sound.stopped_early = True
+                break
     except _DECODE_ERRORS:
         damaged = True
     if sound is None:

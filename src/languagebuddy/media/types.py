@@ -49,8 +49,12 @@ class PreparedAudio:
     upload: bytes = field(repr=False)
     upload_name: str  # with the extension the endpoint identifies the format by
     upload_mime: str
-    duration_s: float  # decoded from the stream, not the platform's or the container's claim
-    speech_s: float  # time above the silence threshold
+    # From the stream, never the platform's claim: the decoded samples, or the exact length
+    # the file states (Ogg granule, MP4 sample table) when decoding stopped once speech was
+    # heard (the file itself is then the upload, so the model hears all of it).
+    duration_s: float
+    decoded_s: float  # how much of it was decoded to check it
+    speech_s: float  # time above the silence threshold, in what was decoded
     peak_dbfs: float
     container: str
     codec: str
@@ -69,6 +73,7 @@ class PreparedAudio:
             "channels": self.channels,
             "size": self.original_size,
             "duration_s": round(self.duration_s, 3),
+            "decoded_s": round(self.decoded_s, 3),
             "speech_s": round(self.speech_s, 3),
             "peak_dbfs": round(self.peak_dbfs, 1),
             "sent_as": self.upload_name.rsplit(".", 1)[-1],
