@@ -223,6 +223,7 @@ class _VoiceExchange:
         self.indicator = indicator
         self.usage = _Usage()
         self.reply_timings: dict[str, float] = {}
+        self.timings_saved = False
 
     async def run(self, learner_id: int, prefetch: Download | None) -> None:
         learner = await self._learner(learner_id)
@@ -541,16 +542,14 @@ class _VoiceExchange:
             if part.media_ref and (part.media_ref_until or 0) > time.time()
             else None,
         )
+        uploaded = None
         if outbound.media_ref is None:
             with self.clock.stage("upload"):
                 uploaded = await self.channel.upload_voice(self.event, outbound)
-            if uploaded is not None:  # kept so that a failed send does not upload again
+            if uploaded is not None:
                 outbound.media_ref = uploaded.ref
-                async with self.engine.begin() as conn:
-                    await outbox.update_part(
-                        conn, part.id, media_ref=uploaded.ref, media_ref_until=uploaded.expires_at
-                    )
         first = texts[0].seq if texts else part.seq
+        sent = [*texts, part]
         with self.clock.stage("send"):
             try:
                 ids = await self.channel.send(
@@ -559,13 +558,25 @@ class _VoiceExchange:
                     idempotency_key=f"inbox-{self.item.id}-{first}",
                 )
             except DeliveryError as exc:
-                # What went out before the failure is marked; the rest is retried.
-                await self.pipeline._mark_sent(
-                    self.item, [*texts, part][: len(exc.delivered)], exc.delivered
-                )
+                # What went out is marked; the upload is kept, so the retry does not repeat it.
+                async with self.engine.begin() as conn:
+                    if exc.delivered:
+                        await outbox.mark_sent(
+                            conn, self.item.id, sent[: len(exc.delivered)], exc.delivered
+                        )
+                    if uploaded is not None:
+                        await outbox.update_part(
+                            conn,
+                            part.id,
+                            media_ref=uploaded.ref,
+                            media_ref_until=uploaded.expires_at,
+                        )
                 raise
         self.clock.mark("voice_sent")
-        await self.pipeline._mark_sent(self.item, [*texts, part], ids)
+        async with self.engine.begin() as conn:  # delivered, and the turn's timings, at once
+            await outbox.mark_sent(conn, self.item.id, sent, ids)
+            await self._write_timings(conn)
+        self.timings_saved = True
         log.info(
             "voice.sent",
             item=self.item.id,
@@ -613,11 +624,17 @@ class _VoiceExchange:
         )
 
     async def _save_timings(self) -> None:
-        """The learner turn's timings, now with the stages after the turns were stored."""
-        timings = {**self.clock.timings, **self.reply_timings}
+        """The learner turn's timings, now with the stages after the turns were stored
+        (unless the voice note's delivery wrote them already)."""
+        if self.timings_saved:
+            return
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(Turn.__table__)
-                .where(Turn.inbox_item_id == self.item.id, Turn.direction == "in")
-                .values(timings=timings)
-            )
+            await self._write_timings(conn)
+
+    async def _write_timings(self, conn: AsyncConnection) -> None:
+        timings = {**self.clock.timings, **self.reply_timings}
+        await conn.execute(
+            update(Turn.__table__)
+            .where(Turn.inbox_item_id == self.item.id, Turn.direction == "in")
+            .values(timings=timings)
+        )
