@@ -9,8 +9,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VoiceFormat
-from languagebuddy.channels.http import MAX_MEDIA_BYTES
+from languagebuddy.channels.base import (
+    OUR_AUDIO_BYTES,
+    OUR_IMAGE_BYTES,
+    BadPayload,
+    DeliveryError,
+    MediaLimits,
+    VoiceFormat,
+)
 from languagebuddy.events import InboundEvent, Media, OutboundPart
 
 
@@ -19,7 +25,11 @@ class ConsoleChannel:
     max_text_length = 20_000
     typing_interval = None
     voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
-    media_limits = MediaLimits(image_bytes=MAX_MEDIA_BYTES, audio_bytes=MAX_MEDIA_BYTES)
+    media_limits = MediaLimits(image_bytes=OUR_IMAGE_BYTES, audio_bytes=OUR_AUDIO_BYTES)
+    marks_photo_sets = True  # one file per command
+
+    async def addressed(self, event: InboundEvent) -> bool | None:
+        return True  # the terminal is a private chat
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self._write = write
