@@ -2,8 +2,9 @@
 
 - A reaction is feedback on the buddy's turn it points at: kept on that turn, where the tutor
   sees it in its memory ("the learner reacted with 👍" after a correction).
-- A deletion removes the learner's words from the log and from the stored inbox payloads; a
-  message deleted before the buddy answered it is not answered at all.
+- A deletion removes the learner's words from the log and from the stored inbox payloads (and
+  the buddy's answer to them, which quotes or corrects them); a message deleted before the
+  buddy answered it is not answered at all.
 - An edit is not a new turn: its content replaces the original only while the buddy has not
   answered yet (``pending_changes``, when the original is picked up); later, it is ignored.
 - A new identity (a new phone number) moves the learner, so history and level are kept.
@@ -75,11 +76,15 @@ class SideEvents:
             answered = await self.inbox.redact(session, event.channel, target)
             learner = await repos.find_learner(session, event.channel, event.user_id)
             turns = await repos.learner_turns_for(session, event.channel, target, answered)
-            forgotten = 0
-            for turn in turns:
-                if learner is not None and turn.learner_id == learner.id:
-                    repos.redact_turn(turn)
-                    forgotten += 1
+            mine = [t for t in turns if learner is not None and t.learner_id == learner.id]
+            # The buddy's answer quotes or corrects what was deleted: it goes from memory too
+            # (the learner keeps seeing it in their chat; only our copy is forgotten).
+            items = sorted({t.inbox_item_id for t in mine if t.inbox_item_id is not None})
+            answers = await repos.answers_to(session, items)
+            for turn in [*mine, *answers]:
+                repos.redact_turn(turn)
+            await repos.blank_outbox(session, items)
+            forgotten = len(mine) + len(answers)
         log.info("message deleted", channel=event.channel, payloads=len(answered), turns=forgotten)
 
     async def _move(self, event: InboundEvent) -> None:

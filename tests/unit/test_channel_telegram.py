@@ -271,7 +271,7 @@ async def test_register_and_check(settings: Settings, fake: FakeTelegram) -> Non
     assert fake.webhook == {
         "url": "https://buddy.example.com/webhooks/telegram",
         "secret_token": "fake-telegram-secret",
-        "allowed_updates": ["message"],
+        "allowed_updates": ["message", "edited_message", "message_reaction"],
         "drop_pending_updates": False,
     }
     results = dict((name, (ok, detail)) for name, ok, detail in await check_channels(settings))

@@ -359,6 +359,26 @@ async def learner_turns_for(
     return list(rows.scalars().all())
 
 
+async def answers_to(session: AsyncSession, inbox_item_ids: list[int]) -> list[Turn]:
+    """The buddy's turns that answered those inbox items."""
+    if not inbox_item_ids:
+        return []
+    rows = await session.execute(
+        select(Turn).where(Turn.inbox_item_id.in_(inbox_item_ids), Turn.direction == "out")
+    )
+    return list(rows.scalars().all())
+
+
+async def blank_outbox(session: AsyncSession, inbox_item_ids: list[int]) -> None:
+    """Drop the stored text of replies already sent (what is unsent must still go out)."""
+    if inbox_item_ids:
+        await session.execute(
+            update(OutboxPart)
+            .where(OutboxPart.inbox_item_id.in_(inbox_item_ids), OutboxPart.sent_at.is_not(None))
+            .values(body="")
+        )
+
+
 def redact_turn(turn: Turn) -> None:
     """Forget what a deleted message said; the turn stays, so the buddy's answer keeps its
     place in the conversation."""
