@@ -18,10 +18,10 @@ pipeline's own overhead, which the window adds to.
 Overhead per photo = (time the fake OpenAI had received the whole chat request carrying the
 image) - (time the signed webhook POST was sent): webhook ack, inbox claim, learner lookup,
 media URL + download from the fake, checks, downscale, JPEG encode, base64, and the HTTP request
-itself. Every vision request is checked: a data:image/jpeg;base64 part that decodes to a JPEG at
-most ``image_max_side`` (2048) px on its long side.
+itself. Every vision request is checked: a data:image/jpeg;base64 part that decodes to a JPEG
+within the rule of its run.
 
-    .venv/bin/python bench/vision.py                    # both rules: 30 one at a time, 3 bursts of 10, ~90 s
+    .venv/bin/python bench/vision.py       # both rules: 30 photos one at a time, 3 bursts of 10
     .venv/bin/python bench/vision.py --photos 100 --bursts 5
     .venv/bin/python bench/vision.py --help
 

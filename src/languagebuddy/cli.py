@@ -64,6 +64,8 @@ def serve(
         forwarded_allow_ips="*",
         log_level="warning",
         access_log=False,
+        # Call media sockets: audio does not compress, deflate would only burn CPU per frame.
+        ws_per_message_deflate=False,
     )
 
 

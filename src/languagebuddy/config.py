@@ -112,9 +112,11 @@ class Settings(BaseSettings):
 
     # Tunables of our own (not part of the contract's fixed names, all optional).
     log_level: Annotated[str, Field(validation_alias=_env("LB_LOG_LEVEL"))] = "info"
+    # Events handled at once per worker process. Handling is mostly waiting (the model, the
+    # platforms), so the default is high; None picks it per backend (see concurrency()).
     worker_concurrency: Annotated[
-        int, Field(ge=1, le=256, validation_alias=_env("LB_WORKER_CONCURRENCY"))
-    ] = 8
+        int | None, Field(ge=1, le=256, validation_alias=_env("LB_WORKER_CONCURRENCY"))
+    ] = None
     lease_seconds: Annotated[
         float, Field(gt=0, le=3600, validation_alias=_env("LB_LEASE_SECONDS"))
     ] = 60.0
@@ -153,6 +155,30 @@ class Settings(BaseSettings):
         float, Field(ge=8, le=3650, validation_alias=_env("LB_INBOX_RETENTION_DAYS"))
     ] = 30.0
 
+    # Phone calls (Telnyx, Vonage): the call's lifecycle and its Realtime session.
+    call_max_seconds: Annotated[
+        float, Field(gt=0, le=4 * 3600, validation_alias=_env("LB_CALL_MAX_SECONDS"))
+    ] = 900.0
+    call_silence_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_CALL_SILENCE_SECONDS"))
+    ] = 45.0
+    call_goodbye_seconds: Annotated[
+        float, Field(gt=0, le=120, validation_alias=_env("LB_CALL_GOODBYE_SECONDS"))
+    ] = 12.0
+    call_token_ttl_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_CALL_TOKEN_TTL_SECONDS"))
+    ] = 120.0
+    # OpenAI ends a Realtime session after 60 minutes: renew (conversation replayed) before.
+    realtime_renew_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_REALTIME_RENEW_SECONDS"))
+    ] = 3300.0
+    realtime_transcribe_model: Annotated[
+        str, Field(validation_alias=_env("LB_REALTIME_TRANSCRIBE_MODEL"))
+    ] = "gpt-4o-mini-transcribe"
+    realtime_connect_timeout: Annotated[
+        float, Field(gt=0, le=120, validation_alias=_env("LB_REALTIME_CONNECT_TIMEOUT"))
+    ] = 10.0
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -173,6 +199,22 @@ class Settings(BaseSettings):
         if value.lower() not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return value.lower()
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _ed25519_key(cls, value: str | None) -> str | None:
+        import base64
+        import binascii
+
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("must be the base64 ed25519 public key from Mission Control")
+        return value.strip()
 
     @field_validator("telegram_webhook_secret")
     @classmethod
@@ -195,6 +237,15 @@ class Settings(BaseSettings):
     def external_http_hosts(self) -> frozenset[str]:
         """LB_EXTERNAL_MEDIA_HTTP_HOSTS as a set of ``host`` / ``host:port``."""
         return frozenset(h for h in self.external_media_http_hosts.split(",") if h)
+
+    @property
+    def concurrency(self) -> int:
+        """LB_WORKER_CONCURRENCY, else 64 on PostgreSQL (its pool of 20 + 20 connections serves
+        them: each holds one only for short transactions, never across a model call) and 16 on
+        SQLite, which serialises writers."""
+        if self.worker_concurrency is not None:
+            return self.worker_concurrency
+        return 16 if self.is_sqlite else 64
 
     @property
     def is_sqlite(self) -> bool:

@@ -73,6 +73,45 @@ async def check_openai(settings: Settings) -> Check:
     return ("openai", True, f"key accepted, model {settings.chat_model} available")
 
 
+async def check_vonage(settings: Settings) -> list[Check]:
+    """When Vonage is configured: the key loads, webhooks can be verified, and Vonage accepts
+    the application's JWT."""
+    if not settings.vonage_enabled:
+        return []
+    from languagebuddy.calls.vonage import VonageControl
+    from languagebuddy.config import ConfigError
+    from languagebuddy.errors import DeliveryError
+
+    checks: list[Check] = []
+    if not settings.vonage_signature_secret:
+        checks.append(
+            (
+                "vonage",
+                False,
+                "VONAGE_SIGNATURE_SECRET is not set: every answer and event webhook would be"
+                " refused (Dashboard > API settings > Signature secret)",
+            )
+        )
+    try:
+        control = VonageControl(settings)
+    except ConfigError as exc:
+        return [*checks, ("vonage", False, str(exc))]
+    try:
+        await control.probe()
+    except DeliveryError as exc:
+        hint = (
+            "VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY_PATH must be the same application's"
+            if exc.code in ("401", "403")
+            else "check VONAGE_API_BASE_URL and the network"
+        )
+        checks.append(("vonage", False, f"{exc}; {hint}"))
+    else:
+        checks.append(("vonage", True, "application JWT accepted by the Voice API"))
+    finally:
+        await control.aclose()
+    return checks
+
+
 async def _channel_checks(settings: Settings) -> list[Check]:
     from languagebuddy.channels.setup import check_channels
 
@@ -87,6 +126,7 @@ async def run_doctor(settings: Settings, echo: Callable[[str], None] = print) ->
     probes: list[Callable[[Settings], Awaitable[Check | list[Check]]]] = [
         check_openai,
         _channel_checks,
+        check_vonage,
     ]
     for probe in probes:
         result = await probe(settings)

@@ -19,6 +19,9 @@ class Kind(StrEnum):
     IMAGE = "image"
     VOICE = "voice"
     UNSUPPORTED = "unsupported"
+    # Put by the call service when a phone call ends: the pipeline answers it on the learner's
+    # messaging channel with the call's recap (dedupe key per call: sent once).
+    CALL_RECAP = "call_recap"
     # Not turns: never answered.
     STATUS = "status"  # a delivery receipt for something we sent
     REACTION = "reaction"  # an emoji on a message (``text``; None when taken back)
@@ -28,11 +31,11 @@ class Kind(StrEnum):
 
     @property
     def is_turn(self) -> bool:
-        """Whether the learner said something that the buddy answers."""
+        """Whether the buddy answers it (something the learner said, or a call's recap)."""
         return self in _TURNS
 
 
-_TURNS = frozenset({Kind.TEXT, Kind.IMAGE, Kind.VOICE, Kind.UNSUPPORTED})
+_TURNS = frozenset({Kind.TEXT, Kind.IMAGE, Kind.VOICE, Kind.UNSUPPORTED, Kind.CALL_RECAP})
 
 
 class InboundEvent(BaseModel):

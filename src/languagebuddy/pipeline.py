@@ -6,9 +6,9 @@ transaction as the conversation turns, before anything is sent. A reclaimed item
 and only delivers the parts not yet marked sent — the model is never asked twice for one event.
 
 Events that are not turns (reactions, deletions, edits, new identities) go to ``side_events``;
-photos sent together are gathered by ``photo_sets``. Both are planned before a turn is composed
-(``_plan``), and whatever other inbox items a turn answers are taken from the inbox in the same
-transaction as its reply.
+photos sent together are gathered by ``photo_sets``. Both are planned before anything is shown
+to the learner (``_plan``), and whatever other inbox items a turn answers are taken from the inbox
+in the same transaction as its reply.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import asyncio
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from languagebuddy import photo_sets, side_events
 from languagebuddy.channels.base import Channel
@@ -27,13 +27,11 @@ from languagebuddy.events import InboundEvent, Kind, OutboundPart
 from languagebuddy.inbox.queue import Claimed, Inbox
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import STAGE_SECONDS
-from languagebuddy.store import repos
-from languagebuddy.store.models import OutboxPart, Turn
+from languagebuddy.store import outbox, repos
+from languagebuddy.store.outbox import Part
 from languagebuddy.tutor.api import TutorInput, TutorReply
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from languagebuddy.services import Services
     from languagebuddy.tutor.agent import Tutor
 
@@ -80,6 +78,7 @@ class MessagePipeline:
     def __init__(self, services: Services, tutor: Tutor) -> None:
         self.settings = services.settings
         self.sessions = services.sessions
+        self.engine = services.engine
         self.channels: dict[str, Channel] = services.channels
         self.tutor = tutor
         self.inbox: Inbox = services.inbox
@@ -96,13 +95,27 @@ class MessagePipeline:
         channel = self.channels.get(event.channel)
         if channel is None:
             raise PermanentFailure(f"channel {event.channel!r} is not configured")
-        async with self.sessions() as session:
-            parts = await repos.outbox_parts(session, item.id)
-        if not parts:
-            plan = await self._plan(item, channel)
-            if plan is None:
-                return  # not for the buddy, or deleted before it was answered: no reply
-            parts = await self._compose(item, channel, plan)
+        async with self.engine.connect() as conn:
+            stored = await outbox.parts_of(conn, item.id)
+        if stored:  # a retry: deliver what was composed and not yet sent
+            await self._deliver(item, channel, stored)
+            return
+        # Before anything shows (no typing indicator for group talk that is not for the buddy,
+        # no learner created for it): whether and how this turn is answered.
+        plan = await self._plan(item, channel)
+        if plan is None:
+            return  # not for the buddy, or deleted before it was answered: no reply
+        clock = StageClock()
+        typing = asyncio.create_task(_keep_typing(channel, event))
+        try:
+            with clock.stage("learner"):
+                parts, learner_id = await self._outbox_and_learner(item)
+            if not parts:
+                parts = await self._compose(item, channel, learner_id, clock, plan)
+        finally:
+            typing.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await typing
         await self._deliver(item, channel, parts)
 
     async def _plan(self, item: Claimed, channel: Channel) -> TurnPlan | None:
@@ -137,31 +150,25 @@ class MessagePipeline:
     async def _finish_silently(self, item: Claimed, absorbed: list[int]) -> None:
         """No reply: the item's text is blanked in the inbox (a deleted message, or group
         talk not meant for the buddy) with the items that came with it, in one transaction."""
-        async with self.sessions.begin() as session:
-            await self.inbox.take(session, item, absorbed)
+        async with self.engine.begin() as conn:
+            await self.inbox.take(conn, item, absorbed)
             if item.event.message_id:
-                await self.inbox.redact(session, item.event.channel, item.event.message_id)
+                await self.inbox.redact(conn, item.event.channel, item.event.message_id)
 
-    async def _compose(self, item: Claimed, channel: Channel, plan: TurnPlan) -> list[OutboxPart]:
-        """Ask the tutor and store the exchange with its outbox parts, atomically."""
+    async def _compose(
+        self, item: Claimed, channel: Channel, learner_id: int, clock: StageClock, plan: TurnPlan
+    ) -> list[Part]:
+        """Ask the tutor and store the exchange with its outbox parts, atomically (with the
+        inbox items answered along: the rest of a photo set, folded edits)."""
         event = plan.event
-        clock = StageClock()
-        typing = asyncio.create_task(_keep_typing(channel, event))
-        try:
-            with clock.stage("learner"):
-                learner_id = await self._learner_id(event)
-            with clock.stage("media"):
-                turn_input = await self._prepare_input(event, channel, plan)
-            with clock.stage("tutor"):
-                try:
-                    reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
-                except ModelUnavailable:
-                    await self._apologise_once(item, channel, learner_id)
-                    raise
-        finally:
-            typing.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await typing
+        with clock.stage("media"):
+            turn_input = await self._prepare_input(event, channel, plan)
+        with clock.stage("tutor"):
+            try:
+                reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
+            except ModelUnavailable:
+                await self._apologise_once(item, channel, learner_id)
+                raise
         # Deleted while the buddy was thinking: the answer is dropped with the message.
         late = await side_events.pending_changes(self.inbox, item)
         if late.deletions:
@@ -169,37 +176,26 @@ class MessagePipeline:
             log.info("turn deleted while answering", item=item.id, channel=event.channel)
             return []
         texts = split_text(reply.text, channel.max_text_length)
-        async with self.sessions.begin() as session:
-            await self.inbox.take(session, item, plan.absorbed)
-            if not reply.erased:
-                timings = {**clock.timings, **reply.timings}
-                await repos.add_turn(
-                    session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="in",
-                    modality=reply.modality,
-                    channel=event.channel,
-                    text=reply.inbound_memory or event.text,
-                    provider_message_id=event.message_id,
-                    media=_media_meta(turn_input),
-                    timings=timings,
-                )
-                await repos.add_turn(
-                    session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="out",
-                    modality="text",
-                    channel=event.channel,
-                    text=reply.text,
-                    status="pending",
-                )
-            parts = [
-                OutboxPart(inbox_item_id=item.id, seq=n, kind="text", body=text)
-                for n, text in enumerate(texts)
-            ]
-            session.add_all(parts)
+        turns: list[dict[str, object]] = []
+        if not reply.erased:
+            common = {"learner_id": learner_id, "channel": event.channel}
+            inbound = {
+                **common,
+                "direction": "in",
+                "modality": reply.modality,
+                "text": reply.inbound_memory or event.text,
+                "provider_message_id": event.message_id,
+                "timings": {**clock.timings, **reply.timings},
+            }
+            if turn_input.images:
+                inbound["media"] = _media_meta(turn_input)
+            outbound = {**common, "direction": "out", "modality": "text", "text": reply.text}
+            turns = [inbound, {**outbound, "status": "pending"}]
+            if event.kind is Kind.CALL_RECAP:  # a call recap (issue 14) logs only the reply
+                turns = turns[1:]
+        async with self.engine.begin() as conn:
+            await self.inbox.take(conn, item, plan.absorbed)
+            parts = await outbox.store_reply(conn, item.id, turns, [("text", t) for t in texts])
         log.info(
             "reply composed",
             item=item.id,
@@ -210,19 +206,23 @@ class MessagePipeline:
         )
         return parts
 
-    async def _learner_id(self, event: InboundEvent) -> int:
-        async with self.sessions.begin() as session:
-            learner, created = await repos.find_or_create_learner(
-                session,
+    async def _outbox_and_learner(self, item: Claimed) -> tuple[list[Part], int]:
+        """The reply already stored for this item (a retry resumes its delivery), and the
+        learner behind the event, created on first contact: one transaction for both."""
+        event = item.event
+        async with self.engine.begin() as conn:
+            parts = await outbox.parts_of(conn, item.id)
+            learner_id, created = await repos.learner_id_for(
+                conn,
                 event.channel,
                 event.user_id,
                 phone_e164=event.phone_e164,
                 display_name=event.display_name,
                 language_hint=event.language_hint,
             )
-            if created:
-                log.info("new learner", learner=learner.id, channel=event.channel)
-            return learner.id
+        if created:
+            log.info("new learner", learner=learner_id, channel=event.channel)
+        return parts, learner_id
 
     async def _prepare_input(
         self, event: InboundEvent, channel: Channel, plan: TurnPlan
@@ -260,6 +260,8 @@ class MessagePipeline:
                 forwarded=event.forwarded,
                 replying_to=plan.replying_to,
             )
+        if event.kind is Kind.CALL_RECAP:  # put by the call service when a call ends
+            return TutorInput(kind=Kind.CALL_RECAP, call_id=int(event.extra["call_id"]))
         unsupported = event.unsupported_type or event.kind.value
         return TutorInput(kind=Kind.UNSUPPORTED, unsupported_type=unsupported)
 
@@ -276,7 +278,7 @@ class MessagePipeline:
             )
             await self.inbox.mark_apology_sent(item)
 
-    async def _deliver(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> None:
+    async def _deliver(self, item: Claimed, channel: Channel, parts: list[Part]) -> None:
         pending = [p for p in parts if p.sent_at is None]
         if not pending:
             return
@@ -292,25 +294,16 @@ class MessagePipeline:
         STAGE_SECONDS.labels("send").observe(time.perf_counter() - started)
         await self._mark_sent(item, pending, ids)
 
-    async def _mark_sent(self, item: Claimed, parts: list[OutboxPart], ids: list[str]) -> None:
+    async def _mark_sent(self, item: Claimed, parts: list[Part], ids: list[str]) -> None:
         if not parts:
             return
-        now = time.time()
-        async with self.sessions.begin() as session:
-            for part, provider_id in zip(parts, ids, strict=False):
-                stored = await session.get(OutboxPart, part.id)
-                if stored is not None:
-                    stored.sent_at = now
-                    stored.provider_message_id = provider_id
-                part.sent_at = now
-            turn = await _outbound_turn(session, item.id)
-            if turn is not None and ids:
-                turn.provider_message_id = turn.provider_message_id or ids[0]
-                turn.status = "sent"
-                # Every message of the reply, so a reaction or reply to any of them finds it.
-                event = item.event
-                chat = event.chat_id or event.user_id
-                await repos.record_sent(session, event.channel, chat, turn.id, ids)
+        event = item.event
+        async with self.engine.begin() as conn:
+            await outbox.mark_sent(conn, item.id, parts, ids)
+            # Every message of the reply, so a reaction or a reply to any of them finds it.
+            await outbox.record_sent(
+                conn, event.channel, event.chat_id or event.user_id, item.id, ids
+            )
 
     async def _apply_status(self, event: InboundEvent) -> None:
         if not event.message_id or not event.status:
@@ -329,19 +322,10 @@ async def _keep_typing(channel: Channel, event: InboundEvent) -> None:
         await asyncio.sleep(channel.typing_interval)
 
 
-def _media_meta(turn: TutorInput) -> dict | None:
+def _media_meta(turn: TutorInput) -> dict[str, Any] | None:
     """What the log keeps of the photos: sizes and hashes, never the bytes."""
     if not turn.images:
         return None
     if len(turn.images) == 1:
         return turn.images[0].meta
     return {"photos": [image.meta for image in turn.images], "left_out": turn.photos_left_out}
-
-
-async def _outbound_turn(session: AsyncSession, inbox_item_id: int) -> Turn | None:
-    from sqlalchemy import select
-
-    row = await session.execute(
-        select(Turn).where(Turn.inbox_item_id == inbox_item_id, Turn.direction == "out")
-    )
-    return row.scalars().first()

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from languagebuddy.events import InboundEvent, Kind
 from languagebuddy.inbox.queue import DONE, PENDING, Inbox
-from languagebuddy.store import repos
+from languagebuddy.store import outbox, repos
 from languagebuddy.store.models import Identity, InboxItem, Learner, Turn, Usage
 
 LEASE = 30.0
@@ -110,13 +110,15 @@ async def test_the_buddys_message_ids_find_its_turn(engine: AsyncEngine) -> None
         turn = await repos.add_turn(
             session,
             learner_id=learner.id,
+            inbox_item_id=77,
             direction="out",
             modality="text",
             channel="telegram",
             text="¡Hola!",
         )
-        await repos.record_sent(session, "telegram", "7100000001", turn.id, ["41,42", "43"])
-        await repos.record_sent(session, "telegram", "7100000001", turn.id, ["43"])  # again
+    async with engine.begin() as conn:
+        await outbox.record_sent(conn, "telegram", "7100000001", 77, ["41,42", "43"])
+        await outbox.record_sent(conn, "telegram", "7100000001", 77, ["43"])  # a resend
     async with sessions() as session:
         for provider_id in ("41", "42", "43"):
             found = await repos.buddy_turn(session, "telegram", "7100000001", provider_id)

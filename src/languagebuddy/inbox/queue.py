@@ -13,14 +13,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Collection
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from languagebuddy.errors import StorageUnavailable
 from languagebuddy.events import InboundEvent, Kind
@@ -82,6 +82,12 @@ class Inbox:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._postgres = engine.dialect.name == "postgresql"
+        # Claims and lease updates are single statements: on PostgreSQL they run in autocommit
+        # (each is atomic by itself), which saves the BEGIN and COMMIT round trips of every
+        # claim, renewal and done. SQLite keeps its explicit transactions.
+        self._single = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else None
+        )
         lock = "FOR UPDATE SKIP LOCKED" if self._postgres else ""
         self._claim_sql = text(_CLAIM_SQL.format(lock=lock)).bindparams(
             bindparam("channels", expanding=True)
@@ -188,7 +194,7 @@ class Inbox:
             "lease_until": now + lease_seconds,
             "channels": list(channels),
         }
-        async with self.engine.begin() as conn:
+        async with self._statement() as conn:
             row = (await conn.execute(self._claim_sql, params)).first()
         if row is None:
             return None
@@ -269,9 +275,13 @@ class Inbox:
             .where(InboxItem.id == item.id, InboxItem.lease_owner == item.owner)
             .values(**values)
         )
-        async with self.engine.begin() as conn:
+        async with self._statement() as conn:
             result = await conn.execute(stmt)
         return result.rowcount == 1
+
+    def _statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for one atomic statement (autocommit on PostgreSQL)."""
+        return self._single.connect() if self._single is not None else self.engine.begin()
 
     async def purge_finished(self, before: float) -> int:
         """Delete done and dead items finished before ``before`` (with their outbox parts);
@@ -304,7 +314,9 @@ class Inbox:
             found = rows.all()
         return [Queued(row.id, InboundEvent.model_validate(_payload(row.payload))) for row in found]
 
-    async def take(self, session: AsyncSession, item: Claimed, ids: Collection[int]) -> None:
+    async def take(
+        self, session: AsyncConnection | AsyncSession, item: Claimed, ids: Collection[int]
+    ) -> None:
         """Mark ``ids`` (items from ``following``) done as part of ``item``, in the caller's
         transaction: with the reply they belong to, so that after a crash either both exist
         or neither (nothing answered twice, nothing lost). Raises ``LookupError`` if one was
@@ -329,7 +341,9 @@ class Inbox:
         if result.rowcount != len(set(ids)):
             raise LookupError(f"inbox items {sorted(ids)} were not all waiting")
 
-    async def redact(self, session: AsyncSession, channel: str, message_id: str) -> list[int]:
+    async def redact(
+        self, session: AsyncConnection | AsyncSession, channel: str, message_id: str
+    ) -> list[int]:
         """Blank the text of every stored event about the learner's message ``message_id``
         (the message itself and its edits), in the caller's transaction. Returns the ids of the
         items that answered them (an item, or the one it was merged into)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from languagebuddy.store.models import (
+    Call,
     Identity,
     InboxItem,
     Learner,
@@ -80,6 +81,46 @@ async def find_or_create_learner(
             raise
         return existing, False
     return learner, created
+
+
+async def learner_id_for(
+    conn: AsyncConnection,
+    channel: str,
+    channel_user_id: str,
+    *,
+    phone_e164: str | None = None,
+    display_name: str | None = None,
+    language_hint: str | None = None,
+) -> tuple[int, bool]:
+    """(learner id, created) for a channel identity, on the connection of the caller's
+    transaction. Known learners (every message but the first) take one Core select; first
+    contact goes through ``find_or_create_learner`` (phone linking, races)."""
+    row = (
+        await conn.execute(
+            select(Identity.learner_id, Learner.display_name)
+            .join(Learner, Learner.id == Identity.learner_id)
+            .where(Identity.channel == channel, Identity.channel_user_id == channel_user_id)
+        )
+    ).first()
+    if row is not None:
+        if display_name and not row.display_name:
+            await conn.execute(
+                update(Learner)
+                .where(Learner.id == row.learner_id)
+                .values(display_name=display_name)
+            )
+        return row.learner_id, False
+    session = AsyncSession(bind=conn, expire_on_commit=False)
+    learner, created = await find_or_create_learner(
+        session,
+        channel,
+        channel_user_id,
+        phone_e164=phone_e164,
+        display_name=display_name,
+        language_hint=language_hint,
+    )
+    await session.flush()
+    return learner.id, created
 
 
 async def get_learner(session: AsyncSession, learner_id: int) -> Learner | None:
@@ -210,6 +251,18 @@ async def record_usage(
     )
 
 
+async def record_usage_rows(
+    session: AsyncSession, learner_id: int, rows: list[dict[str, Any]]
+) -> None:
+    """Usage rows of one turn in one statement. Raises IntegrityError when the learner no
+    longer exists (erased by ``/forget-me`` while the model was answering)."""
+    now = time.time()
+    await session.execute(
+        insert(Usage),
+        [{"learner_id": learner_id, "created_at": now, "audio_seconds": 0.0, **r} for r in rows],
+    )
+
+
 async def set_turn_status(
     session: AsyncSession, provider_message_id: str, status: str, error_code: str | None
 ) -> int:
@@ -254,12 +307,14 @@ async def export_learner(session: AsyncSession, learner_id: int) -> dict[str, An
         select(VocabularyItem).where(VocabularyItem.learner_id == learner_id)
     )
     usage = await session.execute(select(Usage).where(Usage.learner_id == learner_id))
+    calls = await session.execute(select(Call).where(Call.learner_id == learner_id))
     return {
         "learner": plain(learner),
         "identities": [plain(i) for i in identities.scalars()],
         "turns": [plain(t) for t in turns.scalars()],
         "vocabulary": [plain(v) for v in vocab.scalars()],
         "usage": [plain(u) for u in usage.scalars()],
+        "calls": [plain(c, skip=("stream_nonce",)) for c in calls.scalars()],
     }
 
 
@@ -274,7 +329,7 @@ async def delete_learner(session: AsyncSession, learner_id: int) -> bool:
     )
     order_keys = [f"{channel}:{user}" for channel, user in identities.all()]
     await _delete_sent_messages(session, learner_id)
-    for model in (Turn, VocabularyItem, Usage, Identity):
+    for model in (Turn, VocabularyItem, Usage, Call, Identity):
         await session.execute(delete(model).where(model.learner_id == learner_id))
     if order_keys:
         await session.execute(
@@ -297,35 +352,6 @@ async def _delete_sent_messages(session: AsyncSession, learner_id: int) -> None:
     """Explicitly, not by cascade: SQLite enforces foreign keys only per connection."""
     turns = select(Turn.id).where(Turn.learner_id == learner_id)
     await session.execute(delete(SentMessage).where(SentMessage.turn_id.in_(turns)))
-
-
-async def record_sent(
-    session: AsyncSession, channel: str, chat_id: str, turn_id: int, provider_ids: list[str]
-) -> None:
-    """Remember the platform ids of a buddy's turn (a part split into several messages has
-    them comma-joined) so that a reaction or a reply to any of them finds the turn."""
-    known = set(
-        (
-            await session.execute(
-                select(SentMessage.provider_message_id)
-                .where(SentMessage.channel == channel, SentMessage.chat_id == chat_id)
-                .where(SentMessage.turn_id == turn_id)
-            )
-        ).scalars()
-    )
-    for joined in provider_ids:
-        for provider_id in filter(None, (joined or "").split(",")):
-            if provider_id in known or len(provider_id) > 200:
-                continue
-            known.add(provider_id)
-            session.add(
-                SentMessage(
-                    channel=channel,
-                    chat_id=chat_id,
-                    provider_message_id=provider_id,
-                    turn_id=turn_id,
-                )
-            )
 
 
 async def buddy_turn(

@@ -20,11 +20,12 @@ from contextlib import suppress
 from typing import Any
 
 from openai import AsyncOpenAI
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from languagebuddy.ai.chat import ChatClient, ChatResult, OnDelta
 from languagebuddy.config import Settings
-from languagebuddy.errors import ModelRejected, ModelUnavailable
+from languagebuddy.errors import ModelRejected, ModelUnavailable, PermanentFailure
 from languagebuddy.events import Kind
 from languagebuddy.logs import get_logger
 from languagebuddy.media.types import PreparedImage
@@ -32,8 +33,21 @@ from languagebuddy.store import repos
 from languagebuddy.store.models import Learner
 from languagebuddy.tutor import prompts
 from languagebuddy.tutor.api import TutorInput, TutorReply
+from languagebuddy.tutor.calls import (
+    CallBrief,
+    CallToolResult,
+    call_brief,
+    call_recap,
+    run_call_tool,
+)
 from languagebuddy.tutor.commands import parse_command, run_command
-from languagebuddy.tutor.memory import history_messages, load_memory, refresh_summary
+from languagebuddy.tutor.memory import (
+    Memory,
+    history_messages,
+    load_memory,
+    refresh_summary,
+    summary_due,
+)
 from languagebuddy.tutor.phrases import phrase, phrase_language, problem_phrase
 from languagebuddy.tutor.tools import ToolContext, run_tool, tool_schemas
 
@@ -85,6 +99,8 @@ class Tutor:
         text as it arrives."""
         if turn.kind == Kind.STATUS:
             raise ValueError("delivery receipts are not learner turns")
+        if turn.kind == Kind.CALL_RECAP:
+            return await self._call_recap(learner_id, turn)
         async with self._sessions() as session:
             learner = await repos.get_learner(session, learner_id)
             if learner is None:
@@ -99,7 +115,28 @@ class Tutor:
                 reply.inbound_memory = None if reply.erased else (turn.text or "").strip()
                 log.info("tutor.command", learner_id=learner_id, command=command.name)
                 return reply
-        return await self._converse(learner_id, turn, on_delta)
+            # Profile, memory and whether the summary is due in one session: this runs for
+            # every message, and each session is a pool checkout and round trips.
+            memory = await load_memory(session, learner, self.settings)
+            summarise = await summary_due(session, learner, memory, self.settings)
+        return await self._converse(learner, memory, summarise, turn, on_delta)
+
+    async def call_brief(self, learner_id: int) -> CallBrief:
+        """Instructions, greeting, tools and turn-taking for a live call with this learner."""
+        return await call_brief(self._sessions, self.settings, learner_id)
+
+    async def run_call_tool(self, learner_id: int, name: str, arguments: str) -> CallToolResult:
+        """Execute a tool the call's model called (the chat's tools do the work)."""
+        return await run_call_tool(self._sessions, learner_id, name, arguments)
+
+    async def _call_recap(self, learner_id: int, turn: TutorInput) -> TutorReply:
+        if turn.call_id is None:
+            raise PermanentFailure("call recap without a call")
+        text = await call_recap(self._sessions, learner_id, turn.call_id)
+        if text is None:
+            raise PermanentFailure("the call or its learner is gone")
+        log.info("tutor.call_recap", learner_id=learner_id, call_id=turn.call_id)
+        return TutorReply(text=text, inbound_memory=None, modality="call_recap")
 
     async def call_instructions(self, learner_id: int) -> str:
         """System instructions for a live phone call (OpenAI Realtime), from the same profile
@@ -141,14 +178,22 @@ class Tutor:
         return TutorReply(text=text, inbound_memory=memory, modality=modality)
 
     async def _converse(
-        self, learner_id: int, turn: TutorInput, on_delta: OnDelta | None
+        self,
+        learner: Learner,
+        memory: Memory,
+        summarise: bool,
+        turn: TutorInput,
+        on_delta: OnDelta | None,
     ) -> TutorReply:
+        if not summarise:
+            return await self._answer(learner, memory, turn, on_delta)
         # Folding old turns into the summary is housekeeping: it runs beside the reply, which
         # uses the summary as it stands (the next turn gets the new one), so the learner never
         # waits for an extra model call.
+        learner_id = learner.id
         summary_task = asyncio.create_task(self._refresh_summary(learner_id))
         try:
-            reply = await self._answer(learner_id, turn, on_delta)
+            reply = await self._answer(learner, memory, turn, on_delta)
         except BaseException:
             summary_task.cancel()  # the event is retried; so is the summary, next time
             with suppress(asyncio.CancelledError):
@@ -172,17 +217,14 @@ class Tutor:
 
     async def _answer(
         self,
-        learner_id: int,
+        learner: Learner,
+        memory: Memory,
         turn: TutorInput,
         on_delta: OnDelta | None,
     ) -> TutorReply:
         usage = _Usage()
         timings: dict[str, float] = {}
-        async with self._sessions() as session:
-            learner = await repos.get_learner(session, learner_id)
-            if learner is None:
-                raise LookupError(f"learner {learner_id} not found")
-            memory = await load_memory(session, learner, self.settings)
+        learner_id = learner.id
 
         image = turn.image
         kind = "vision" if image is not None else "chat"
@@ -301,19 +343,15 @@ class Tutor:
     async def _record_usage(self, learner_id: int, usage: _Usage) -> None:
         if not usage.by_model:
             return
-        async with self._sessions() as session:
-            if await repos.get_learner(session, learner_id) is None:
-                return
-            for (kind, model), (tokens_in, tokens_out) in usage.by_model.items():
-                await repos.record_usage(
-                    session,
-                    learner_id,
-                    kind,
-                    model,
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                )
-            await session.commit()
+        rows = [
+            {"kind": kind, "model": model, "input_tokens": tokens_in, "output_tokens": tokens_out}
+            for (kind, model), (tokens_in, tokens_out) in usage.by_model.items()
+        ]
+        try:
+            async with self._sessions.begin() as session:
+                await repos.record_usage_rows(session, learner_id, rows)
+        except IntegrityError:
+            log.info("tutor.usage_dropped", learner_id=learner_id, reason="learner erased")
 
 
 def _has_content(turn: TutorInput) -> bool:

@@ -32,6 +32,8 @@ class TutorInput:
     def images(self) -> tuple[PreparedImage, ...]:
         return ((self.image,) if self.image is not None else ()) + self.more_images
 
+    call_id: int | None = None  # for Kind.CALL_RECAP: the finished call to recap
+
 
 @dataclass
 class TutorReply:
@@ -39,6 +41,6 @@ class TutorReply:
     voice: bool = False  # the learner prefers voice replies
     erased: bool = False  # /forget-me: the learner no longer exists, store nothing
     inbound_memory: str | None = None  # what the log keeps for the learner's turn
-    modality: str = "text"  # text | command | image | voice | unsupported
+    modality: str = "text"  # text | command | image | voice | unsupported | call_recap
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds, as the pipeline's

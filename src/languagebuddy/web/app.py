@@ -33,6 +33,9 @@ async def start_services(settings: Settings) -> Services:
     from languagebuddy.store.keys import ensure_signing_key
 
     services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
+    from languagebuddy.services import build_calls
+
+    build_calls(services)
     return services
 
 
@@ -93,5 +96,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     from languagebuddy.web.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router)
+    from languagebuddy.web.calls import mount_call_routes
+
+    mount_call_routes(app)
     app.add_middleware(WebhookFastPath)
     return app

@@ -1,7 +1,7 @@
 """channel traffic: reactions, deletions, photo sets, the buddy's message ids
 
 Revision ID: 0002
-Revises: 0001
+Revises: 0004 (was 0001; main had gained 0004_calls)
 Create Date: 2026-12-02 12:00:00
 
 - ``turns.reaction`` / ``reaction_at``: the learner's reaction to one of the buddy's turns;
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
-down_revision = "0001"
+down_revision = "0004"  # the head on main when merged (0001 before); the lead re-chains
 branch_labels = None
 depends_on = None
 
