@@ -192,19 +192,35 @@ async def download_limited(
     try:
         async with client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
-                await response.aread()
-                error = classify(response)
-                if error is None and response.status_code >= 300:
-                    error = status_error(channel, response, code=None, message="download failed")
+                error = await _refusal(response, channel, classify, "download failed")
                 if error is not None:
-                    PLATFORM_CALLS.labels(channel, "download", "error").inc()
                     raise error
             return await _read_limited(response, limit, channel)
     except httpx.HTTPError as exc:
-        PLATFORM_CALLS.labels(channel, "download", "network").inc()
-        raise DeliveryError(
-            f"{channel} download: {type(exc).__name__}", retryable=True, code="network"
-        ) from exc
+        raise _network_error(channel, exc) from exc
+
+
+async def _refusal(
+    response: httpx.Response,
+    channel: str,
+    classify: Callable[[httpx.Response], DeliveryError | None],
+    message: str,
+) -> DeliveryError | None:
+    """The error a download's non-200 answer means (counted), or None for a 2xx to read."""
+    await response.aread()
+    error = classify(response)
+    if error is None and response.status_code >= 300:
+        error = status_error(channel, response, code=None, message=message)
+    if error is not None:
+        PLATFORM_CALLS.labels(channel, "download", "error").inc()
+    return error
+
+
+def _network_error(channel: str, exc: httpx.HTTPError) -> DeliveryError:
+    PLATFORM_CALLS.labels(channel, "download", "network").inc()
+    return DeliveryError(
+        f"{channel} download: {type(exc).__name__}", retryable=True, code="network"
+    )
 
 
 async def _read_limited(
@@ -276,13 +292,8 @@ def _private_host(host: str) -> bool:
     return not address.is_global
 
 
-def _classify_external(channel: str) -> Callable[[httpx.Response], DeliveryError | None]:
-    def classify(response: httpx.Response) -> DeliveryError | None:
-        if response.status_code < 300:
-            return None
-        return status_error(channel, response, code=None, message="external media unavailable")
-
-    return classify
+def _any_failure(response: httpx.Response) -> DeliveryError | None:
+    return None  # a third party's errors: by HTTP status alone (``_refusal``)
 
 
 async def download_external(
@@ -295,7 +306,6 @@ async def download_external(
 ) -> tuple[bytes, str | None]:
     """GET a third party's media URL into memory with the same limits as a platform download.
     Every hop of a redirect is checked like the URL itself; no credentials are sent."""
-    classify = _classify_external(channel)
     target = check_external_url(url, http_hosts)
     for _ in range(MAX_REDIRECTS + 1):
         try:
@@ -305,15 +315,10 @@ async def download_external(
                     target = check_external_url(str(target.join(location)), http_hosts)
                     continue
                 if response.status_code != 200:
-                    await response.aread()
-                    PLATFORM_CALLS.labels(channel, "download", "error").inc()
-                    raise classify(response) or status_error(
-                        channel, response, code=None, message="external media unavailable"
-                    )
+                    error = await _refusal(response, channel, _any_failure, "media unavailable")
+                    if error is not None:
+                        raise error
                 return await _read_limited(response, limit, channel)
         except httpx.HTTPError as exc:
-            PLATFORM_CALLS.labels(channel, "download", "network").inc()
-            raise DeliveryError(
-                f"{channel} download: {type(exc).__name__}", retryable=True, code="network"
-            ) from exc
+            raise _network_error(channel, exc) from exc
     raise RefusedUrl("too many redirects")
