@@ -109,9 +109,8 @@ class MessagePipeline:
         typing = asyncio.create_task(_keep_typing(channel, event))
         try:
             with clock.stage("learner"):
-                parts, learner_id = await self._outbox_and_learner(item)
-            if not parts:
-                parts = await self._compose(item, channel, learner_id, clock, plan)
+                learner_id = await self._learner(item)
+            parts = await self._compose(item, channel, learner_id, clock, plan)
         finally:
             typing.cancel()
             with suppress(asyncio.CancelledError, Exception):
@@ -206,12 +205,10 @@ class MessagePipeline:
         )
         return parts
 
-    async def _outbox_and_learner(self, item: Claimed) -> tuple[list[Part], int]:
-        """The reply already stored for this item (a retry resumes its delivery), and the
-        learner behind the event, created on first contact: one transaction for both."""
+    async def _learner(self, item: Claimed) -> int:
+        """The learner behind the event, created on first contact."""
         event = item.event
         async with self.engine.begin() as conn:
-            parts = await outbox.parts_of(conn, item.id)
             learner_id, created = await repos.learner_id_for(
                 conn,
                 event.channel,
@@ -222,7 +219,7 @@ class MessagePipeline:
             )
         if created:
             log.info("new learner", learner=learner_id, channel=event.channel)
-        return parts, learner_id
+        return learner_id
 
     async def _prepare_input(
         self, event: InboundEvent, channel: Channel, plan: TurnPlan
@@ -299,11 +296,10 @@ class MessagePipeline:
             return
         event = item.event
         async with self.engine.begin() as conn:
-            await outbox.mark_sent(conn, item.id, parts, ids)
-            # Every message of the reply, so a reaction or a reply to any of them finds it.
-            await outbox.record_sent(
-                conn, event.channel, event.chat_id or event.user_id, item.id, ids
-            )
+            turn_id = await outbox.mark_sent(conn, item.id, parts, ids)
+            if turn_id is not None:  # every message of the reply: a reaction to any finds it
+                chat = event.chat_id or event.user_id
+                await outbox.record_sent(conn, event.channel, chat, turn_id, ids)
 
     async def _apply_status(self, event: InboundEvent) -> None:
         if not event.message_id or not event.status:

@@ -163,6 +163,10 @@ class Changes:
 
 
 async def pending_changes(inbox: Inbox, item: Claimed) -> Changes:
+    """The edits and deletions of the item's message waiting behind it (only a message the
+    learner can edit or delete has any: a call recap has no message id)."""
+    if not item.event.message_id:
+        return Changes()
     return changes_in(item.event, await inbox.following(item, limit=50))
 
 

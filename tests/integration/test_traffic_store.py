@@ -117,8 +117,8 @@ async def test_the_buddys_message_ids_find_its_turn(engine: AsyncEngine) -> None
             text="¡Hola!",
         )
     async with engine.begin() as conn:
-        await outbox.record_sent(conn, "telegram", "7100000001", 77, ["41,42", "43"])
-        await outbox.record_sent(conn, "telegram", "7100000001", 77, ["43"])  # a resend
+        await outbox.record_sent(conn, "telegram", "7100000001", turn.id, ["41,42", "43"])
+        await outbox.record_sent(conn, "telegram", "7100000001", turn.id, ["43"])  # a resend
     async with sessions() as session:
         for provider_id in ("41", "42", "43"):
             found = await repos.buddy_turn(session, "telegram", "7100000001", provider_id)
