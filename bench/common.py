@@ -271,15 +271,9 @@ class ServeProcess:
     def start(self, timeout: float = 60.0) -> ServeProcess:
         """Start it and wait until ``/readyz`` is 200; stop it and raise, with the end of its
         log, if it exits first or is not ready within ``timeout`` seconds."""
-        command = [sys.executable, "-c", "from languagebuddy.cli import app; app()", "serve"]
-        if not self.worker:
-            command.append("--no-worker")
-        if self.workers > 1:
-            command += ["--workers", str(self.workers)]
-        command += ["--host", self.host, "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                command,
+                self.command(),
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -292,6 +286,15 @@ class ServeProcess:
             self.stop()
             raise
         return self
+
+    def command(self) -> list[str]:
+        """The child's command line (a benchmark's floor service overrides it)."""
+        command = [sys.executable, "-c", "from languagebuddy.cli import app; app()", "serve"]
+        if not self.worker:
+            command.append("--no-worker")
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
+        return [*command, "--host", self.host, "--port", str(self.port)]
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None

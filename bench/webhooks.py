@@ -88,12 +88,13 @@ from tests.fakes.whatsapp import FakeWhatsApp, whatsapp_headers, whatsapp_text_w
 NAME = "webhooks"
 TARGET_RATE = 500  # webhooks/s offered in the open loop
 TARGET_P99_MS = 50.0
+TARGET_CPU_RATIO = 2.0  # our CPU per webhook over the floor's (bench/floor_webhook.py)
 CHANNELS = ("whatsapp", "telegram", "line")
 USERS = 500  # distinct learners per channel
 UNREACHABLE = "http://127.0.0.1:9"  # platform APIs: never called with the worker off
 
 COLUMNS = [
-    Column("backend", "backend", width=8),
+    Column("backend", "backend", width=14),
     Column("channel", "channel", width=8),
     Column("load", "load", width=11),
     Column("sent", "sent", ",", width=5),
@@ -107,6 +108,7 @@ COLUMNS = [
     Column("gen_cpu", "gen%", ".0f", width=4),
     Column("srv_cpu", "srv%", ".0f", width=4),
     Column("srv_ms_per_req", "srv ms/req", ".2f", width=10),
+    Column("cpu_ratio", "x floor", ".2f", width=7),
     Column("db_cpu", "pg%", ".0f", width=4),
     Column("other_cpu", "other%", ".0f", width=6),
     Column("target", "target", width=6),
@@ -215,6 +217,34 @@ def service_environment(database_url: str, creds: Credentials, log_level: str) -
         "LB_LOG_LEVEL": log_level,
         "OPENAI_BASE_URL": UNREACHABLE,
     }
+
+
+class FloorProcess(ServeProcess):
+    """``bench/floor_webhook.py``: the same work per webhook (body, signature, parse, one
+    committed insert into the same table, 200) as a minimal ASGI app on the same uvicorn."""
+
+    def __init__(self, workdir: Path, database_url: str, creds: Credentials) -> None:
+        super().__init__(workdir, {}, worker=False)
+        self.dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        self.creds = creds
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "floor_webhook.py"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dsn",
+            self.dsn,
+            "--whatsapp-secret",
+            self.creds.whatsapp.app_secret,
+            "--telegram-secret",
+            self.creds.telegram.webhook_secret,
+            "--line-secret",
+            self.creds.line.channel_secret,
+        ]
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -508,7 +538,7 @@ class Target:
         engine = make_engine(self.url, pool_size=1)
         try:
             async with engine.begin() as conn:
-                if self.backend == "postgres":
+                if self.backend.startswith("postgres"):
                     await conn.execute(text("TRUNCATE inbox CASCADE"))
                 else:
                     await conn.execute(delete(InboxItem))
@@ -626,30 +656,57 @@ def _table_line(row: dict[str, Any]) -> str:
 
 
 async def run_backend(
-    backend: str,
+    backends: Sequence[str],
     database_url: str,
     database_name: str | None,
     creds: Credentials,
     args: argparse.Namespace,
     emit: Callable[[dict[str, Any]], None],
 ) -> list[dict[str, Any]]:
+    """Rows for each channel and mode, one per backend label in turn: "sqlite" or "postgres" is
+    our service, "postgres-floor" the floor on the same database. Both processes stay up and
+    their rows alternate, so a machine that gets busier halfway hits both alike."""
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lb_bench_") as tmp:
-        env = service_environment(database_url, creds, args.log_level)
-        service = ServeProcess(Path(tmp), env, worker=False)
+        services: list[ServeProcess] = []
+        targets: list[Target] = []
         try:
-            service.start()  # blocks the loop until ready: nothing else runs yet
-            meter = CpuMeter(service.pid, database_name)
-            target = Target(backend, database_url, service, meter)
+            for backend in backends:
+                workdir = Path(tmp) / backend
+                workdir.mkdir()
+                if backend == "postgres-floor":
+                    service: ServeProcess = FloorProcess(workdir, database_url, creds)
+                else:
+                    env = service_environment(database_url, creds, args.log_level)
+                    service = ServeProcess(workdir, env, worker=False)
+                services.append(service)
+                service.start()  # blocks the loop until ready: nothing else runs yet
+                meter = CpuMeter(service.pid, database_name)
+                targets.append(Target(backend, database_url, service, meter))
             for channel in args.channels:
                 for mode in args.modes:
-                    row = await run_row(target, channel, mode, creds, args)
-                    emit(row)
-                    rows.append(row)
-            service.alive()
+                    for target in targets:
+                        row = await run_row(target, channel, mode, creds, args)
+                        emit(row)
+                        rows.append(row)
+            for service in services:
+                service.alive()
         finally:
-            service.stop()
+            for service in services:
+                service.stop()
     return rows
+
+
+def add_floor_ratios(rows: list[dict[str, Any]]) -> None:
+    """Our CPU per webhook over the floor's, row by row (same channel, same load)."""
+    floors = {(r["channel"], r["load"]): r for r in rows if r["backend"] == "postgres-floor"}
+    for row in rows:
+        floor = floors.get((row["channel"], row["load"]))
+        if row["backend"] != "postgres" or floor is None:
+            continue
+        if row.get("srv_ms_per_req") and floor.get("srv_ms_per_req"):
+            row["floor_ms_per_req"] = floor["srv_ms_per_req"]
+            row["cpu_ratio"] = row["srv_ms_per_req"] / floor["srv_ms_per_req"]
 
 
 def verdict(rows: list[dict[str, Any]]) -> list[str]:
@@ -668,6 +725,13 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         if problems:
             lines.append(
                 f"  ! {row['backend']}/{row['channel']} {row['load']}: " + "; ".join(problems)
+            )
+        if row["backend"] == "postgres" and "cpu_ratio" in row:
+            lines.append(
+                f"  {row['channel']:9} {row['load']:12} CPU {row['srv_ms_per_req']:.2f} ms per "
+                f"webhook = {row['cpu_ratio']:.2f}x the floor's {row['floor_ms_per_req']:.2f} ms "
+                f"({'MET' if row['cpu_ratio'] <= TARGET_CPU_RATIO else 'missed'}: at most "
+                f"{TARGET_CPU_RATIO:.0f}x)"
             )
         if row["backend"] != "postgres" or row["mode"] != "open":
             continue
@@ -736,6 +800,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the service's LB_LOG_LEVEL (default info, as deployed: one line per webhook)",
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor (bench/floor_webhook.py on the same PostgreSQL) and its ratios",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
 
@@ -788,7 +857,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="lb_bench_") as tmp:
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'webhooks.db'}"
             notes["sqlite"] = {"journal_mode": "WAL", "synchronous": "NORMAL"}
-            rows += await run_backend("sqlite", url, None, creds, args, emit)
+            rows += await run_backend(["sqlite"], url, None, creds, args, emit)
     if "postgres" in args.backends:
         problem = await postgres_reachable(args.postgres_url)
         if problem:
@@ -802,7 +871,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 )
                 notes["postgres"]["service_pool"] = "pool_size 10 + max_overflow 10 (make_engine)"
                 name = url.rsplit("/", 1)[1]
-                rows += await run_backend("postgres", url, name, creds, args, emit)
+                backends = ["postgres"] if args.no_floor else ["postgres", "postgres-floor"]
+                rows += await run_backend(backends, url, name, creds, args, emit)
+                add_floor_ratios(rows)
     lines = verdict(rows)
     elapsed = time.perf_counter() - began
     notes["loadavg_at_end"] = list(os.getloadavg())

@@ -47,3 +47,8 @@ class ModelRejected(Exception):
 
 class PermanentFailure(Exception):
     """The event can never succeed (e.g. its channel is not configured): dead-letter it now."""
+
+
+class StorageUnavailable(Exception):
+    """The database did not take a write (unreachable, or the connection dropped): nothing was
+    stored, and the caller may try again (a webhook answers 503 so that the platform does)."""

@@ -47,6 +47,17 @@ async def test_put_many_stores_a_whole_body_and_counts_new(engine: AsyncEngine) 
     assert len(await rows(engine)) == 4
 
 
+async def test_put_many_keeps_body_order_and_dedupes_within_a_body(engine: AsyncEngine) -> None:
+    """One learner's events of one body are handled in the order the platform listed them, and
+    the same event twice in one body (Meta does repeat) is stored once."""
+    inbox = Inbox(engine)
+    body = [event(n) for n in (7, 3, 9, 3, 5)]
+    assert await inbox.put_many(body) == 4
+    stored = await rows(engine)
+    assert [r.dedupe_key for r in stored] == [f"telegram:{n}" for n in (7, 3, 9, 5)]
+    assert [InboundEvent.model_validate(r.payload).text for r in stored] == ["m7", "m3", "m9", "m5"]
+
+
 async def test_claim_respects_channels_and_done(engine: AsyncEngine) -> None:
     inbox = Inbox(engine)
     await inbox.put(event(1, channel="line"))
@@ -204,8 +215,8 @@ async def test_put_recovers_after_postgres_drops_its_connections(postgres_url: s
     """Without pre-ping, a pooled connection the server killed fails one put (the webhook
     answers 503 and the platform redelivers); the pool then reconnects and nothing doubles."""
     from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
 
+    from languagebuddy.errors import StorageUnavailable
     from languagebuddy.store.db import create_all, make_engine
     from tests.conftest import _reset_postgres
 
@@ -230,7 +241,7 @@ async def test_put_recovers_after_postgres_drops_its_connections(postgres_url: s
             try:
                 outcomes.append(await inbox.put(event(2)))
                 break
-            except DBAPIError:
+            except StorageUnavailable:
                 outcomes.append("refused")
         assert outcomes[-1] is True and len(outcomes) <= 2
         assert await inbox.put(event(2)) is False

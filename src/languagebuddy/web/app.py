@@ -102,7 +102,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
                 INBOX_DEPTH.labels(status).set(depth.get(status, 0))
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    from languagebuddy.web.webhooks import WebhookFastPath
     from languagebuddy.web.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router)
+    app.add_middleware(WebhookFastPath)
     return app
