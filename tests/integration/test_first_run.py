@@ -256,3 +256,20 @@ def _wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 9
         if time.monotonic() > deadline:
             pytest.fail(f"timed out:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
+
+
+async def test_doctor_says_what_the_model_probe_met(fake_openai: FakeOpenAI) -> None:
+    from languagebuddy.config import Settings, load_settings
+    from languagebuddy.doctor import probe_model
+
+    def settings(key: str) -> Settings:
+        return load_settings(openai_api_key=key, openai_base_url=fake_openai.base_url)
+
+    wrong_key = await probe_model(settings("sk-wrong"), "gpt-4o", "model")
+    assert wrong_key.failed and "refused the key (401): check OPENAI_API_KEY" in wrong_key.detail
+    fake_openai.fail(404)
+    unknown = await probe_model(settings(fake_openai.api_key), "gpt-nope", "model")
+    assert unknown.failed and "has no model 'gpt-nope'" in unknown.detail
+    fake_openai.fail(429)
+    busy = await probe_model(settings(fake_openai.api_key), "gpt-4o", "model")
+    assert not busy.failed and "rate limited" in busy.detail

@@ -21,54 +21,74 @@ class Integration:
     hint: str  # off: which variables turn it on; on: what is still missing ("" when nothing)
 
 
+REFUSED = "every delivery will be refused"
+
+
+def _integration(
+    name: str,
+    kind: str,
+    enabled: bool,
+    path: str,
+    turn_on: str,
+    also_needed: list[tuple[str, str | None, str]],
+) -> Integration:
+    """``also_needed``: (variable, its value, what goes wrong without it) once enabled."""
+    if not enabled:
+        return Integration(name, kind, False, path, f"set {turn_on}")
+    missing = [f"{var} is not set; {why}" for var, value, why in also_needed if not value]
+    return Integration(name, kind, True, path, "; ".join(missing))
+
+
 def integrations(settings: Settings) -> list[Integration]:
     """Every channel and call provider, in a fixed order, with why it is off or incomplete."""
-    refused = "is not set; every delivery will be refused"
+    s = settings
     return [
-        Integration(
+        _integration(
             "whatsapp",
             "channel",
-            settings.whatsapp_enabled,
+            s.whatsapp_enabled,
             "/webhooks/whatsapp",
-            _whatsapp_missing(settings)
-            if settings.whatsapp_enabled
-            else "set WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID",
+            "WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID",
+            [
+                ("WHATSAPP_APP_SECRET", s.whatsapp_app_secret, REFUSED),
+                (
+                    "WHATSAPP_VERIFY_TOKEN",
+                    s.whatsapp_verify_token,
+                    "Meta cannot verify the webhook",
+                ),
+            ],
         ),
-        Integration(
+        _integration(
             "telegram",
             "channel",
-            settings.telegram_enabled,
+            s.telegram_enabled,
             "/webhooks/telegram",
-            (f"TELEGRAM_WEBHOOK_SECRET {refused}" if not settings.telegram_webhook_secret else "")
-            if settings.telegram_enabled
-            else "set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET",
+            "TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET",
+            [("TELEGRAM_WEBHOOK_SECRET", s.telegram_webhook_secret, REFUSED)],
         ),
-        Integration(
+        _integration(
             "line",
             "channel",
-            settings.line_enabled,
+            s.line_enabled,
             "/webhooks/line",
-            ""
-            if settings.line_enabled
-            else "set LINE_CHANNEL_ACCESS_TOKEN and LINE_CHANNEL_SECRET",
+            "LINE_CHANNEL_ACCESS_TOKEN and LINE_CHANNEL_SECRET",
+            [],
         ),
-        Integration(
+        _integration(
             "telnyx",
             "calls",
-            settings.telnyx_enabled,
+            s.telnyx_enabled,
             "/calls/telnyx/webhook",
-            (f"TELNYX_PUBLIC_KEY {refused}" if not settings.telnyx_public_key else "")
-            if settings.telnyx_enabled
-            else "set TELNYX_API_KEY and TELNYX_PUBLIC_KEY",
+            "TELNYX_API_KEY and TELNYX_PUBLIC_KEY",
+            [("TELNYX_PUBLIC_KEY", s.telnyx_public_key, REFUSED)],
         ),
-        Integration(
+        _integration(
             "vonage",
             "calls",
-            settings.vonage_enabled,
+            s.vonage_enabled,
             "/calls/vonage/answer",
-            (f"VONAGE_SIGNATURE_SECRET {refused}" if not settings.vonage_signature_secret else "")
-            if settings.vonage_enabled
-            else "set VONAGE_APPLICATION_ID, VONAGE_PRIVATE_KEY_PATH and VONAGE_SIGNATURE_SECRET",
+            "VONAGE_APPLICATION_ID, VONAGE_PRIVATE_KEY_PATH and VONAGE_SIGNATURE_SECRET",
+            [("VONAGE_SIGNATURE_SECRET", s.vonage_signature_secret, REFUSED)],
         ),
     ]
 
@@ -79,15 +99,6 @@ def _ws(url: str) -> str:
         if url.startswith("https://")
         else ("ws://" + url.removeprefix("http://"))
     )
-
-
-def _whatsapp_missing(settings: Settings) -> str:
-    missing = []
-    if not settings.whatsapp_app_secret:
-        missing.append("WHATSAPP_APP_SECRET is not set; every delivery will be refused")
-    if not settings.whatsapp_verify_token:
-        missing.append("WHATSAPP_VERIFY_TOKEN is not set; Meta cannot verify the webhook")
-    return "; ".join(missing)
 
 
 def describe_webhooks(settings: Settings) -> str:
