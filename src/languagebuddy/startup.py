@@ -4,6 +4,9 @@ Each failure an operator can meet on a first run (database down, login refused, 
 in a folder that does not exist, a schema too old or too new, the port taken, no OpenAI key)
 becomes a ``StartupError`` whose message is one line naming the setting and the fix; the CLI
 prints it and exits 2. Nothing here is needed on the hot path: it runs once per process.
+
+Importing this module is cheap (SQLAlchemy and the store are imported where used), so that a
+command can turn the collector off before its big imports (``startup_imports``).
 """
 
 from __future__ import annotations
@@ -14,15 +17,25 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
+from typing import TYPE_CHECKING
 
 from languagebuddy.config import Settings
 from languagebuddy.logs import get_logger
-from languagebuddy.store.migrate import MigrationResult
-from languagebuddy.store.schema import SchemaState
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from languagebuddy.store.migrate import MigrationResult
+    from languagebuddy.store.schema import SchemaState
 
 log = get_logger(__name__)
+
+
+def make_url(database_url: str) -> URL:
+    from sqlalchemy.engine import make_url as parse
+
+    return parse(database_url)
+
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 
@@ -178,6 +191,8 @@ async def check_database(settings: Settings, *, migrate: bool) -> SchemaState:
         return state
     if state.newer or not may_migrate:
         raise StartupError((state.problem() or "") + ("" if state.newer else why_not))
+    from languagebuddy.store.schema import SchemaState
+
     result = await upgrade_database(settings)
     return SchemaState(current=result.after, head=state.head)
 
