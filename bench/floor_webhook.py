@@ -74,9 +74,11 @@ class FloorApp:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.pool = await asyncpg.create_pool(self.dsn, min_size=4, max_size=20)
+                    self.pool = await asyncpg.create_pool(self.dsn, min_size=4, max_size=40)
+                    await self.started()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    await self.stopping()
                     if self.pool is not None:
                         await self.pool.close()
                     await send({"type": "lifespan.shutdown.complete"})
@@ -109,7 +111,18 @@ class FloorApp:
             json.dumps(payload),
             time.time(),
         )
+        self.stored()
         await self._answer(send, 200, b'{"status":"ok","events":1,"new":1}')
+
+    # Hooks for a floor that also answers what it stores (floor_messages.py).
+    async def started(self) -> None:
+        return None
+
+    async def stopping(self) -> None:
+        return None
+
+    def stored(self) -> None:
+        return None
 
     @staticmethod
     async def _answer(send: Any, status: int, body: bytes) -> None:

@@ -120,9 +120,11 @@ class Settings(BaseSettings):
     # together are safe). Off: refuse to start until `languagebuddy db upgrade` has run.
     migrate_on_start: Annotated[bool, Field(validation_alias=_env("LB_MIGRATE_ON_START"))] = True
     log_level: Annotated[str, Field(validation_alias=_env("LB_LOG_LEVEL"))] = "info"
+    # Events handled at once per worker process. Handling is mostly waiting (the model, the
+    # platforms), so the default is high; None picks it per backend (see concurrency()).
     worker_concurrency: Annotated[
-        int, Field(ge=1, le=256, validation_alias=_env("LB_WORKER_CONCURRENCY"))
-    ] = 8
+        int | None, Field(ge=1, le=256, validation_alias=_env("LB_WORKER_CONCURRENCY"))
+    ] = None
     lease_seconds: Annotated[
         float, Field(gt=0, le=3600, validation_alias=_env("LB_LEASE_SECONDS"))
     ] = 60.0
@@ -192,6 +194,15 @@ class Settings(BaseSettings):
         if value is not None and not (1 <= len(value) <= 256 and set(value) <= allowed):
             raise ValueError("must be 1-256 characters of A-Z a-z 0-9 _ -")
         return value
+
+    @property
+    def concurrency(self) -> int:
+        """LB_WORKER_CONCURRENCY, else 64 on PostgreSQL (its pool of 20 + 20 connections serves
+        them: each holds one only for short transactions, never across a model call) and 16 on
+        SQLite, which serialises writers."""
+        if self.worker_concurrency is not None:
+            return self.worker_concurrency
+        return 16 if self.is_sqlite else 64
 
     @property
     def is_sqlite(self) -> bool:

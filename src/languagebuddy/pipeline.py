@@ -20,13 +20,11 @@ from languagebuddy.events import InboundEvent, Kind, OutboundPart
 from languagebuddy.inbox.queue import Claimed, Inbox
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import STAGE_SECONDS
-from languagebuddy.store import repos
-from languagebuddy.store.models import OutboxPart, Turn
+from languagebuddy.store import outbox, repos
+from languagebuddy.store.outbox import Part
 from languagebuddy.tutor.api import TutorInput, TutorReply
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from languagebuddy.services import Services
     from languagebuddy.tutor.agent import Tutor
 
@@ -62,6 +60,7 @@ class MessagePipeline:
     def __init__(self, services: Services, tutor: Tutor) -> None:
         self.settings = services.settings
         self.sessions = services.sessions
+        self.engine = services.engine
         self.channels: dict[str, Channel] = services.channels
         self.tutor = tutor
         self.inbox: Inbox = services.inbox
@@ -74,63 +73,50 @@ class MessagePipeline:
         channel = self.channels.get(event.channel)
         if channel is None:
             raise PermanentFailure(f"channel {event.channel!r} is not configured")
-        async with self.sessions() as session:
-            parts = await repos.outbox_parts(session, item.id)
-        if not parts:
-            parts = await self._compose(item, channel)
-        await self._deliver(item, channel, parts)
-
-    async def _compose(self, item: Claimed, channel: Channel) -> list[OutboxPart]:
-        """Ask the tutor and store the exchange with its outbox parts, atomically."""
-        event = item.event
         clock = StageClock()
         typing = asyncio.create_task(_keep_typing(channel, event))
         try:
             with clock.stage("learner"):
-                learner_id = await self._learner_id(event)
-            with clock.stage("media"):
-                turn_input = await self._prepare_input(event, channel)
-            with clock.stage("tutor"):
-                try:
-                    reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
-                except ModelUnavailable:
-                    await self._apologise_once(item, channel, learner_id)
-                    raise
+                parts, learner_id = await self._outbox_and_learner(item)
+            if not parts:
+                parts = await self._compose(item, channel, learner_id, clock)
         finally:
             typing.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await typing
+        await self._deliver(item, channel, parts)
+
+    async def _compose(
+        self, item: Claimed, channel: Channel, learner_id: int, clock: StageClock
+    ) -> list[Part]:
+        """Ask the tutor and store the exchange with its outbox parts, atomically."""
+        event = item.event
+        with clock.stage("media"):
+            turn_input = await self._prepare_input(event, channel)
+        with clock.stage("tutor"):
+            try:
+                reply: TutorReply = await self.tutor.respond(learner_id, turn_input)
+            except ModelUnavailable:
+                await self._apologise_once(item, channel, learner_id)
+                raise
         texts = split_text(reply.text, channel.max_text_length)
-        async with self.sessions.begin() as session:
-            if not reply.erased:
-                timings = {**clock.timings, **reply.timings}
-                await repos.add_turn(
-                    session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="in",
-                    modality=reply.modality,
-                    channel=event.channel,
-                    text=reply.inbound_memory or event.text,
-                    provider_message_id=event.message_id,
-                    media=getattr(turn_input.image, "meta", None),
-                    timings=timings,
-                )
-                await repos.add_turn(
-                    session,
-                    learner_id=learner_id,
-                    inbox_item_id=item.id,
-                    direction="out",
-                    modality="text",
-                    channel=event.channel,
-                    text=reply.text,
-                    status="pending",
-                )
-            parts = [
-                OutboxPart(inbox_item_id=item.id, seq=n, kind="text", body=text)
-                for n, text in enumerate(texts)
-            ]
-            session.add_all(parts)
+        turns: list[dict[str, object]] = []
+        if not reply.erased:
+            common = {"learner_id": learner_id, "channel": event.channel}
+            inbound = {
+                **common,
+                "direction": "in",
+                "modality": reply.modality,
+                "text": reply.inbound_memory or event.text,
+                "provider_message_id": event.message_id,
+                "timings": {**clock.timings, **reply.timings},
+            }
+            if turn_input.image is not None:
+                inbound["media"] = turn_input.image.meta
+            outbound = {**common, "direction": "out", "modality": "text", "text": reply.text}
+            turns = [inbound, {**outbound, "status": "pending"}]
+        async with self.engine.begin() as conn:
+            parts = await outbox.store_reply(conn, item.id, turns, [("text", t) for t in texts])
         log.info(
             "reply composed",
             item=item.id,
@@ -141,19 +127,23 @@ class MessagePipeline:
         )
         return parts
 
-    async def _learner_id(self, event: InboundEvent) -> int:
-        async with self.sessions.begin() as session:
-            learner, created = await repos.find_or_create_learner(
-                session,
+    async def _outbox_and_learner(self, item: Claimed) -> tuple[list[Part], int]:
+        """The reply already stored for this item (a retry resumes its delivery), and the
+        learner behind the event, created on first contact: one transaction for both."""
+        event = item.event
+        async with self.engine.begin() as conn:
+            parts = await outbox.parts_of(conn, item.id)
+            learner_id, created = await repos.learner_id_for(
+                conn,
                 event.channel,
                 event.user_id,
                 phone_e164=event.phone_e164,
                 display_name=event.display_name,
                 language_hint=event.language_hint,
             )
-            if created:
-                log.info("new learner", learner=learner.id, channel=event.channel)
-            return learner.id
+        if created:
+            log.info("new learner", learner=learner_id, channel=event.channel)
+        return parts, learner_id
 
     async def _prepare_input(self, event: InboundEvent, channel: Channel) -> TutorInput:
         """Turn the event into the tutor's input; media is fetched and checked in memory."""
@@ -192,7 +182,7 @@ class MessagePipeline:
             )
             await self.inbox.mark_apology_sent(item)
 
-    async def _deliver(self, item: Claimed, channel: Channel, parts: list[OutboxPart]) -> None:
+    async def _deliver(self, item: Claimed, channel: Channel, parts: list[Part]) -> None:
         pending = [p for p in parts if p.sent_at is None]
         if not pending:
             return
@@ -208,21 +198,11 @@ class MessagePipeline:
         STAGE_SECONDS.labels("send").observe(time.perf_counter() - started)
         await self._mark_sent(item, pending, ids)
 
-    async def _mark_sent(self, item: Claimed, parts: list[OutboxPart], ids: list[str]) -> None:
+    async def _mark_sent(self, item: Claimed, parts: list[Part], ids: list[str]) -> None:
         if not parts:
             return
-        now = time.time()
-        async with self.sessions.begin() as session:
-            for part, provider_id in zip(parts, ids, strict=False):
-                stored = await session.get(OutboxPart, part.id)
-                if stored is not None:
-                    stored.sent_at = now
-                    stored.provider_message_id = provider_id
-                part.sent_at = now
-            turn = await _outbound_turn(session, item.id)
-            if turn is not None and ids:
-                turn.provider_message_id = turn.provider_message_id or ids[0]
-                turn.status = "sent"
+        async with self.engine.begin() as conn:
+            await outbox.mark_sent(conn, item.id, parts, ids)
 
     async def _apply_status(self, event: InboundEvent) -> None:
         if not event.message_id or not event.status:
@@ -239,12 +219,3 @@ async def _keep_typing(channel: Channel, event: InboundEvent) -> None:
         if not channel.typing_interval:
             return
         await asyncio.sleep(channel.typing_interval)
-
-
-async def _outbound_turn(session: AsyncSession, inbox_item_id: int) -> Turn | None:
-    from sqlalchemy import select
-
-    row = await session.execute(
-        select(Turn).where(Turn.inbox_item_id == inbox_item_id, Turn.direction == "out")
-    )
-    return row.scalars().first()

@@ -11,6 +11,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -57,6 +58,9 @@ class FakeTelegram:
         self.actions: list[dict[str, Any]] = []
         self.blocked: set[str] = set()
         self.webhook: dict[str, Any] | None = None
+        # Called with each accepted sendMessage / sendVoice (e.g. a benchmark's learners wait
+        # on it); runs on the fake's server thread.
+        self.on_sent: Callable[[dict[str, Any]], None] | None = None
         self.app = Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._method, methods=["GET", "POST"]),
@@ -260,8 +264,7 @@ class FakeTelegram:
         ):
             return tg_error(400, "Bad Request: can't parse entities: character is reserved")
         message = self._message(chat_id, text=text)  # type: ignore[arg-type]
-        with self._lock:
-            self.sent.append({**params, "_id": message["message_id"]})
+        self._record_sent({**params, "_id": message["message_id"]})
         return _ok(message)
 
     def _send_voice(self, params: dict[str, Any]) -> Response:
@@ -282,9 +285,14 @@ class FakeTelegram:
             }
         }
         message = self._message(chat_id, **content)  # type: ignore[arg-type]
-        with self._lock:
-            self.sent.append({**params, "_id": message["message_id"]})
+        self._record_sent({**params, "_id": message["message_id"]})
         return _ok(message)
+
+    def _record_sent(self, sent: dict[str, Any]) -> None:
+        with self._lock:
+            self.sent.append(sent)
+        if self.on_sent is not None:
+            self.on_sent(sent)
 
     def _send_chat_action(self, params: dict[str, Any]) -> Response:
         _, error = self._chat(params)

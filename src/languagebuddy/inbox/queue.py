@@ -13,14 +13,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Collection
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from languagebuddy.errors import StorageUnavailable
 from languagebuddy.events import InboundEvent
@@ -82,6 +82,12 @@ class Inbox:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._postgres = engine.dialect.name == "postgresql"
+        # Claims and lease updates are single statements: on PostgreSQL they run in autocommit
+        # (each is atomic by itself), which saves the BEGIN and COMMIT round trips of every
+        # claim, renewal and done. SQLite keeps its explicit transactions.
+        self._single = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else None
+        )
         lock = "FOR UPDATE SKIP LOCKED" if self._postgres else ""
         self._claim_sql = text(_CLAIM_SQL.format(lock=lock, learner="")).bindparams(
             bindparam("channels", expanding=True)
@@ -198,7 +204,7 @@ class Inbox:
         if order_key is not None:
             statement = self._claim_learner_sql
             params["order_key"] = order_key
-        async with self.engine.begin() as conn:
+        async with self._statement() as conn:
             row = (await conn.execute(statement, params)).first()
         if row is None:
             return None
@@ -279,9 +285,13 @@ class Inbox:
             .where(InboxItem.id == item.id, InboxItem.lease_owner == item.owner)
             .values(**values)
         )
-        async with self.engine.begin() as conn:
+        async with self._statement() as conn:
             result = await conn.execute(stmt)
         return result.rowcount == 1
+
+    def _statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for one atomic statement (autocommit on PostgreSQL)."""
+        return self._single.connect() if self._single is not None else self.engine.begin()
 
     async def purge_finished(self, before: float) -> int:
         """Delete done and dead items finished before ``before`` (with their outbox parts);

@@ -72,8 +72,10 @@ class Worker:
         self.options = options or WorkerOptions()
         self.owner = worker_id()
         # One token per stored event wakes one idle slot (not all of them racing for one item);
-        # a token put while every slot is busy waits in the queue, so no wake-up is lost.
-        self._wakeups: asyncio.Queue[None] = asyncio.Queue(maxsize=self.options.concurrency)
+        # a token put while every slot is busy waits in the queue, so no wake-up is lost. A
+        # token that stands for an unknown number of items (a poll, another process's
+        # notification) is passed on by the slot that found one, so a backlog fans out.
+        self._wakeups: asyncio.Queue[bool] = asyncio.Queue(maxsize=self.options.concurrency)
         inbox.on_put(self.wake)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -85,6 +87,7 @@ class Worker:
             asyncio.create_task(self._slot(stop, n), name=f"inbox-slot-{n}")
             for n in range(self.options.concurrency)
         ]
+        slots.append(asyncio.create_task(self._poll(stop), name="inbox-poll"))
         try:
             await stop.wait()
             # Drain: no new claims; items in hand get ``drain_seconds`` to finish (a deploy
@@ -116,29 +119,38 @@ class Worker:
         return True
 
     async def _slot(self, stop: asyncio.Event, n: int) -> None:
-        idle = 0.05
+        """Claim when woken; after an item, claim again at once (the learner's next event
+        may have been waiting behind it). Idle slots cost nothing: only ``_poll`` polls."""
+        fan_out = True  # a fresh slot looks once
         while not stop.is_set():
             try:
-                found = await self.run_once()
+                item = await self.inbox.claim(self.owner, self.options.lease_seconds, self.channels)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("inbox claim failed", slot=n)
-                found = False
-            if found:
-                idle = 0.05
+                item = None
+            if item is not None:
+                if fan_out:
+                    self.wake(1, fan_out=True)
+                await self._handle(item)
                 continue
-            try:
-                await asyncio.wait_for(self._wakeups.get(), timeout=idle)
-            except TimeoutError:  # nothing announced: poll (other processes' puts, retries due)
-                idle = min(idle * 2, self.options.idle_poll_seconds)
+            fan_out = await self._wakeups.get()
 
-    def wake(self, new: int) -> None:
-        """``new`` items may be claimable: wake as many idle slots (an in-process put, or a
-        PostgreSQL notification from another process)."""
+    async def _poll(self, stop: asyncio.Event) -> None:
+        """Once per ``idle_poll_seconds``, one slot looks for what no wake-up announced:
+        retries that came due, leases that expired, other processes' events on SQLite."""
+        while not stop.is_set():
+            await asyncio.sleep(self.options.idle_poll_seconds)
+            self.wake(1, fan_out=True)
+
+    def wake(self, new: int, *, fan_out: bool = False) -> None:
+        """``new`` items may be claimable: wake as many idle slots (an in-process put). With
+        ``fan_out`` the count is unknown (a poll, a PostgreSQL notification from another
+        process): each slot that finds an item wakes one more."""
         for _ in range(min(new, self.options.concurrency)):
             with suppress(asyncio.QueueFull):
-                self._wakeups.put_nowait(None)
+                self._wakeups.put_nowait(fan_out)
 
     async def _handle(self, item: Claimed) -> None:
         started = time.perf_counter()

@@ -11,9 +11,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from languagebuddy.store.models import (
     Identity,
@@ -81,6 +81,46 @@ async def find_or_create_learner(
             raise
         return existing, False
     return learner, created
+
+
+async def learner_id_for(
+    conn: AsyncConnection,
+    channel: str,
+    channel_user_id: str,
+    *,
+    phone_e164: str | None = None,
+    display_name: str | None = None,
+    language_hint: str | None = None,
+) -> tuple[int, bool]:
+    """(learner id, created) for a channel identity, on the connection of the caller's
+    transaction. Known learners (every message but the first) take one Core select; first
+    contact goes through ``find_or_create_learner`` (phone linking, races)."""
+    row = (
+        await conn.execute(
+            select(Identity.learner_id, Learner.display_name)
+            .join(Learner, Learner.id == Identity.learner_id)
+            .where(Identity.channel == channel, Identity.channel_user_id == channel_user_id)
+        )
+    ).first()
+    if row is not None:
+        if display_name and not row.display_name:
+            await conn.execute(
+                update(Learner)
+                .where(Learner.id == row.learner_id)
+                .values(display_name=display_name)
+            )
+        return row.learner_id, False
+    session = AsyncSession(bind=conn, expire_on_commit=False)
+    learner, created = await find_or_create_learner(
+        session,
+        channel,
+        channel_user_id,
+        phone_e164=phone_e164,
+        display_name=display_name,
+        language_hint=language_hint,
+    )
+    await session.flush()
+    return learner.id, created
 
 
 async def get_learner(session: AsyncSession, learner_id: int) -> Learner | None:
@@ -207,6 +247,18 @@ async def record_usage(
             output_tokens=output_tokens,
             audio_seconds=audio_seconds,
         )
+    )
+
+
+async def record_usage_rows(
+    session: AsyncSession, learner_id: int, rows: list[dict[str, Any]]
+) -> None:
+    """Usage rows of one turn in one statement. Raises IntegrityError when the learner no
+    longer exists (erased by ``/forget-me`` while the model was answering)."""
+    now = time.time()
+    await session.execute(
+        insert(Usage),
+        [{"learner_id": learner_id, "created_at": now, "audio_seconds": 0.0, **r} for r in rows],
     )
 
 

@@ -20,6 +20,7 @@ from contextlib import suppress
 from typing import Any
 
 from openai import AsyncOpenAI
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from languagebuddy.ai.chat import ChatClient, ChatResult, OnDelta
@@ -33,7 +34,13 @@ from languagebuddy.store.models import Learner
 from languagebuddy.tutor import prompts
 from languagebuddy.tutor.api import TutorInput, TutorReply
 from languagebuddy.tutor.commands import parse_command, run_command
-from languagebuddy.tutor.memory import history_messages, load_memory, refresh_summary
+from languagebuddy.tutor.memory import (
+    Memory,
+    history_messages,
+    load_memory,
+    refresh_summary,
+    summary_due,
+)
 from languagebuddy.tutor.phrases import phrase, phrase_language, problem_phrase
 from languagebuddy.tutor.tools import ToolContext, run_tool, tool_schemas
 
@@ -99,7 +106,11 @@ class Tutor:
                 reply.inbound_memory = None if reply.erased else (turn.text or "").strip()
                 log.info("tutor.command", learner_id=learner_id, command=command.name)
                 return reply
-        return await self._converse(learner_id, turn, on_delta)
+            # Profile, memory and whether the summary is due in one session: this runs for
+            # every message, and each session is a pool checkout and round trips.
+            memory = await load_memory(session, learner, self.settings)
+            summarise = await summary_due(session, learner, memory, self.settings)
+        return await self._converse(learner, memory, summarise, turn, on_delta)
 
     async def call_instructions(self, learner_id: int) -> str:
         """System instructions for a live phone call (OpenAI Realtime), from the same profile
@@ -141,14 +152,22 @@ class Tutor:
         return TutorReply(text=text, inbound_memory=memory, modality=modality)
 
     async def _converse(
-        self, learner_id: int, turn: TutorInput, on_delta: OnDelta | None
+        self,
+        learner: Learner,
+        memory: Memory,
+        summarise: bool,
+        turn: TutorInput,
+        on_delta: OnDelta | None,
     ) -> TutorReply:
+        if not summarise:
+            return await self._answer(learner, memory, turn, on_delta)
         # Folding old turns into the summary is housekeeping: it runs beside the reply, which
         # uses the summary as it stands (the next turn gets the new one), so the learner never
         # waits for an extra model call.
+        learner_id = learner.id
         summary_task = asyncio.create_task(self._refresh_summary(learner_id))
         try:
-            reply = await self._answer(learner_id, turn, on_delta)
+            reply = await self._answer(learner, memory, turn, on_delta)
         except BaseException:
             summary_task.cancel()  # the event is retried; so is the summary, next time
             with suppress(asyncio.CancelledError):
@@ -172,17 +191,14 @@ class Tutor:
 
     async def _answer(
         self,
-        learner_id: int,
+        learner: Learner,
+        memory: Memory,
         turn: TutorInput,
         on_delta: OnDelta | None,
     ) -> TutorReply:
         usage = _Usage()
         timings: dict[str, float] = {}
-        async with self._sessions() as session:
-            learner = await repos.get_learner(session, learner_id)
-            if learner is None:
-                raise LookupError(f"learner {learner_id} not found")
-            memory = await load_memory(session, learner, self.settings)
+        learner_id = learner.id
 
         image = turn.image
         kind = "vision" if image is not None else "chat"
@@ -295,19 +311,15 @@ class Tutor:
     async def _record_usage(self, learner_id: int, usage: _Usage) -> None:
         if not usage.by_model:
             return
-        async with self._sessions() as session:
-            if await repos.get_learner(session, learner_id) is None:
-                return
-            for (kind, model), (tokens_in, tokens_out) in usage.by_model.items():
-                await repos.record_usage(
-                    session,
-                    learner_id,
-                    kind,
-                    model,
-                    input_tokens=tokens_in,
-                    output_tokens=tokens_out,
-                )
-            await session.commit()
+        rows = [
+            {"kind": kind, "model": model, "input_tokens": tokens_in, "output_tokens": tokens_out}
+            for (kind, model), (tokens_in, tokens_out) in usage.by_model.items()
+        ]
+        try:
+            async with self._sessions.begin() as session:
+                await repos.record_usage_rows(session, learner_id, rows)
+        except IntegrityError:
+            log.info("tutor.usage_dropped", learner_id=learner_id, reason="learner erased")
 
 
 def _has_content(turn: TutorInput) -> bool:

@@ -57,6 +57,17 @@ def history_messages(turns: list[Turn]) -> list[dict[str, Any]]:
     return messages
 
 
+async def summary_due(
+    session: AsyncSession, learner: Learner, memory: Memory, settings: Settings
+) -> bool:
+    """More than twice the window has piled up since the last summary. A learner whose recent
+    turns do not fill the window has nothing to fold, and is answered without the count."""
+    if len(memory.turns) < settings.memory_turns:
+        return False
+    after = learner.summary_upto_turn_id
+    return await repos.count_turns_after(session, learner.id, after) > 2 * settings.memory_turns
+
+
 async def refresh_summary(
     sessions: async_sessionmaker,
     chat: ChatClient,

@@ -73,7 +73,7 @@ def report(settings: Settings, host: str, port: int, *, workers: int, run_worker
     if run_worker:
         log.info(
             "worker in process",
-            concurrency=settings.worker_concurrency,
+            concurrency=settings.concurrency,
             model=settings.chat_model,
             openai=settings.openai_base_url or "https://api.openai.com/v1",
         )

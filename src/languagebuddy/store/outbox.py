@@ -1,0 +1,95 @@
+"""The outbox of reply parts, in SQLAlchemy Core on a plain connection.
+
+The outbox is what makes replies exactly-once across crashes: a reply's parts are written in
+the same transaction as the conversation turns, before anything is sent, and each part is
+marked sent as it is delivered. These statements run for every message, so they skip the ORM
+(its sessions, identity map and unit of work cost more CPU than the statements themselves) and
+each function takes the ``AsyncConnection`` of a transaction its caller opened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from languagebuddy.store.models import OutboxPart, Turn
+
+_PARTS = OutboxPart.__table__
+_TURNS = Turn.__table__
+
+
+@dataclass
+class Part:
+    """One stored part of a reply."""
+
+    id: int
+    seq: int
+    kind: str
+    body: str
+    sent_at: float | None = None
+
+
+async def parts_of(conn: AsyncConnection, inbox_item_id: int) -> list[Part]:
+    """The parts already stored for an inbox item, in order (empty on a first attempt)."""
+    rows = await conn.execute(
+        select(_PARTS.c.id, _PARTS.c.seq, _PARTS.c.kind, _PARTS.c.body, _PARTS.c.sent_at)
+        .where(_PARTS.c.inbox_item_id == inbox_item_id)
+        .order_by(_PARTS.c.seq)
+    )
+    return [Part(*row) for row in rows]
+
+
+async def store_reply(
+    conn: AsyncConnection,
+    inbox_item_id: int,
+    turns: list[dict[str, Any]],
+    parts: list[tuple[str, str]],
+) -> list[Part]:
+    """Insert the exchange's turns (``turns``: Turn column values, in order) and the reply's
+    parts (``(kind, body)`` each); returns the parts as stored."""
+    now = time.time()
+    for turn in turns:  # one statement each: their columns differ (NULL where not given)
+        await conn.execute(
+            insert(_TURNS).values(inbox_item_id=inbox_item_id, created_at=now, **turn)
+        )
+    if not parts:
+        return []
+    rows = [
+        {"inbox_item_id": inbox_item_id, "seq": seq, "kind": kind, "body": body}
+        for seq, (kind, body) in enumerate(parts)
+    ]
+    result = await conn.execute(
+        insert(_PARTS).returning(_PARTS.c.id, sort_by_parameter_order=True), rows
+    )
+    return [
+        Part(id=part_id, seq=row["seq"], kind=row["kind"], body=row["body"])
+        for (part_id,), row in zip(result.all(), rows, strict=True)
+    ]
+
+
+async def mark_sent(
+    conn: AsyncConnection, inbox_item_id: int, parts: list[Part], provider_ids: list[str]
+) -> None:
+    """Record what was delivered: each part's provider id, and the reply's turn as sent (with
+    the first provider id, which delivery receipts will name)."""
+    now = time.time()
+    for part, provider_id in zip(parts, provider_ids, strict=False):
+        await conn.execute(
+            update(_PARTS)
+            .where(_PARTS.c.id == part.id)
+            .values(sent_at=now, provider_message_id=provider_id)
+        )
+        part.sent_at = now
+    if provider_ids:
+        await conn.execute(
+            update(_TURNS)
+            .where(_TURNS.c.inbox_item_id == inbox_item_id, _TURNS.c.direction == "out")
+            .values(
+                status="sent",
+                provider_message_id=func.coalesce(_TURNS.c.provider_message_id, provider_ids[0]),
+            )
+        )
