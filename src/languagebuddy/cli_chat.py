@@ -81,7 +81,7 @@ class ChatSession:
     @classmethod
     async def open(cls, settings: Settings, learner_key: str) -> ChatSession:
         # No platform channels and no signing key: the terminal needs neither.
-        services = await start_services(settings, with_channels=False, signing_key=False)
+        services = await start_services(settings, with_channels=False, with_calls=False)
         try:
             services.channels = {"console": ConsoleChannel()}
             worker = build_worker(services, ["console"], learner=f"console:{learner_key}")

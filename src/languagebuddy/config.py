@@ -146,6 +146,30 @@ class Settings(BaseSettings):
         float, Field(ge=8, le=3650, validation_alias=_env("LB_INBOX_RETENTION_DAYS"))
     ] = 30.0
 
+    # Phone calls (Telnyx, Vonage): the call's lifecycle and its Realtime session.
+    call_max_seconds: Annotated[
+        float, Field(gt=0, le=4 * 3600, validation_alias=_env("LB_CALL_MAX_SECONDS"))
+    ] = 900.0
+    call_silence_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_CALL_SILENCE_SECONDS"))
+    ] = 45.0
+    call_goodbye_seconds: Annotated[
+        float, Field(gt=0, le=120, validation_alias=_env("LB_CALL_GOODBYE_SECONDS"))
+    ] = 12.0
+    call_token_ttl_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_CALL_TOKEN_TTL_SECONDS"))
+    ] = 120.0
+    # OpenAI ends a Realtime session after 60 minutes: renew (conversation replayed) before.
+    realtime_renew_seconds: Annotated[
+        float, Field(gt=0, le=3600, validation_alias=_env("LB_REALTIME_RENEW_SECONDS"))
+    ] = 3300.0
+    realtime_transcribe_model: Annotated[
+        str, Field(validation_alias=_env("LB_REALTIME_TRANSCRIBE_MODEL"))
+    ] = "gpt-4o-mini-transcribe"
+    realtime_connect_timeout: Annotated[
+        float, Field(gt=0, le=120, validation_alias=_env("LB_REALTIME_CONNECT_TIMEOUT"))
+    ] = 10.0
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -186,6 +210,22 @@ class Settings(BaseSettings):
         if value.lower() not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return value.lower()
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _ed25519_key(cls, value: str | None) -> str | None:
+        import base64
+        import binascii
+
+        if value is None:
+            return None
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("must be the base64 ed25519 public key from Mission Control")
+        return value.strip()
 
     @field_validator("telegram_webhook_secret")
     @classmethod

@@ -18,6 +18,10 @@ REQUIRED_ENCODERS = ("libopus", "aac")
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
+# What the live probes of a provider return: (name, ok, detail).
+LiveCheck = tuple[str, bool, str]
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -142,8 +146,48 @@ async def check_models(settings: Settings) -> list[Check]:
     return checks
 
 
+async def check_vonage(settings: Settings) -> list[LiveCheck]:
+    """When Vonage is configured: the key loads, webhooks can be verified, and Vonage accepts
+    the application's JWT."""
+    if not settings.vonage_enabled:
+        return []
+    from languagebuddy.calls.vonage import VonageControl
+    from languagebuddy.config import ConfigError
+    from languagebuddy.errors import DeliveryError
+
+    checks: list[LiveCheck] = []
+    if not settings.vonage_signature_secret:
+        checks.append(
+            (
+                "vonage",
+                False,
+                "VONAGE_SIGNATURE_SECRET is not set: every answer and event webhook would be"
+                " refused (Dashboard > API settings > Signature secret)",
+            )
+        )
+    try:
+        control = VonageControl(settings)
+    except ConfigError as exc:
+        return [*checks, ("vonage", False, str(exc))]
+    try:
+        await control.probe()
+    except DeliveryError as exc:
+        hint = (
+            "VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY_PATH must be the same application's"
+            if exc.code in ("401", "403")
+            else "check VONAGE_API_BASE_URL and the network"
+        )
+        checks.append(("vonage", False, f"{exc}; {hint}"))
+    else:
+        checks.append(("vonage", True, "application JWT accepted by the Voice API"))
+    finally:
+        await control.aclose()
+    return checks
+
+
 async def check_integrations(settings: Settings) -> list[Check]:
-    """Live checks of the configured channels; call providers by configuration."""
+    """Live checks of the configured channels and of Vonage; Telnyx by configuration (its
+    public key is checked when the service starts)."""
     from languagebuddy.channels.setup import check_channels, integrations
 
     live = {name: (ok, detail) for name, ok, detail in await check_channels(settings)}
@@ -151,6 +195,9 @@ async def check_integrations(settings: Settings) -> list[Check]:
     for spec in integrations(settings):
         if not spec.enabled:
             checks.append(Check(spec.name, "off", f"not configured ({spec.hint})"))
+        elif spec.name == "vonage":
+            for name, ok, detail in await check_vonage(settings):
+                checks.append(Check(name, "ok" if ok else "FAIL", detail))
         elif spec.name in live:
             ok, detail = live[spec.name]
             checks.append(Check(spec.name, "ok" if ok else "FAIL", detail))

@@ -19,6 +19,9 @@ class Kind(StrEnum):
     VOICE = "voice"
     UNSUPPORTED = "unsupported"
     STATUS = "status"  # a delivery receipt for something we sent (no reply)
+    # Put by the call service when a phone call ends: the pipeline answers it on the learner's
+    # messaging channel with the call's recap (dedupe key per call: sent once).
+    CALL_RECAP = "call_recap"
 
 
 class InboundEvent(BaseModel):

@@ -38,3 +38,10 @@ PLATFORM_CALLS = Counter(
     ["channel", "method", "outcome"],
     registry=REGISTRY,
 )
+CALLS = Counter(
+    "lb_calls_total",
+    "Phone calls finished, by provider and end reason (caller_hung_up, end_call, max_length…)",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+CALLS_LIVE = Gauge("lb_calls_live", "Phone calls bridged by this process now", registry=REGISTRY)

@@ -115,6 +115,8 @@ class MessagePipeline:
                 inbound["media"] = turn_input.image.meta
             outbound = {**common, "direction": "out", "modality": "text", "text": reply.text}
             turns = [inbound, {**outbound, "status": "pending"}]
+            if event.kind is Kind.CALL_RECAP:  # a call recap (issue 14) logs only the reply
+                turns = turns[1:]
         async with self.engine.begin() as conn:
             parts = await outbox.store_reply(conn, item.id, turns, [("text", t) for t in texts])
         log.info(
@@ -166,6 +168,8 @@ class MessagePipeline:
             finally:
                 del media
             return TutorInput(kind=Kind.IMAGE, caption=event.caption, image=image)
+        if event.kind is Kind.CALL_RECAP:  # put by the call service when a call ends
+            return TutorInput(kind=Kind.CALL_RECAP, call_id=int(event.extra["call_id"]))
         unsupported = event.unsupported_type or event.kind.value
         return TutorInput(kind=Kind.UNSUPPORTED, unsupported_type=unsupported)
 

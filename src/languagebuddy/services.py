@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -33,8 +34,13 @@ class Services:
     openai: AsyncOpenAI | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
     signing_key: str = ""
+    # Phone calls (issue 14): the call service and each enabled provider (web routes use them).
+    calls: Any = None
+    call_providers: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
+        if self.calls is not None:
+            await self.calls.aclose()
         for channel in self.channels.values():
             await channel.aclose()
         if self.openai is not None:
@@ -79,20 +85,46 @@ def build_services(settings: Settings, *, with_channels: bool = True) -> Service
     return services
 
 
+def build_calls(services: Services) -> None:
+    """The call service over the tutor, and the enabled call providers; needs the signing
+    key, so it is built once that is known."""
+    from languagebuddy.calls.service import CallService
+    from languagebuddy.tutor.agent import Tutor
+
+    settings = services.settings
+    if settings.telnyx_enabled:
+        from languagebuddy.calls.telnyx import build_telnyx
+
+        services.call_providers["telnyx"] = build_telnyx(settings)
+    services.calls = CallService(
+        settings=settings,
+        sessions=services.sessions,
+        inbox=services.inbox,
+        openai=services.openai,
+        tutor=Tutor(settings, services.sessions, services.openai),
+        signing_key=services.signing_key,
+        recap_channels=sorted(services.channels),
+        controls={name: p.control for name, p in services.call_providers.items()},
+    )
+
+
 async def start_services(
-    settings: Settings, *, with_channels: bool = True, signing_key: bool = True
+    settings: Settings, *, with_channels: bool = True, with_calls: bool = True
 ) -> Services:
     """Check the database and its schema (migrating it when ``LB_MIGRATE_ON_START`` allows),
-    then build the services. Raises ``StartupError`` with the one line to print."""
+    then build the services; ``with_calls`` adds the signing key and the call service (the
+    terminal chat needs neither). Raises ``StartupError`` with the one line to print."""
     from languagebuddy.startup import check_database
 
     await check_database(settings, migrate=True)
     services = build_services(settings, with_channels=with_channels)
-    if signing_key:
+    if with_calls:
         from languagebuddy.store.keys import ensure_signing_key
 
         try:
             services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
+            if services.openai is not None:  # calls talk to the model; `serve` refuses without
+                build_calls(services)
         except BaseException:
             await services.aclose()
             raise

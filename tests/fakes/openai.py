@@ -87,7 +87,7 @@ _ERROR_DEFAULTS = {
 class FakeOpenAI:
     """The fake itself: a Starlette app plus its server, script queues and helpers."""
 
-    def __init__(self, api_key: str = "sk-fake-test-key") -> None:
+    def __init__(self, api_key: str = "sk-fake-test-key", **realtime: Any) -> None:
         self.api_key = api_key
         self._lock = threading.Lock()
         self._ids = count(1)
@@ -101,6 +101,11 @@ class FakeOpenAI:
             ]
         )
         self.server = FakeServer(self.app)
+        # The Realtime WebSocket (calls): its own module, options passed through.
+        from tests.fakes.openai_realtime import FakeRealtime
+
+        self.realtime = FakeRealtime(api_key, **realtime)
+        self.add_websocket("/v1/realtime", self.realtime.handle)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -143,6 +148,7 @@ class FakeOpenAI:
         with self._lock:
             self.queues.clear()
         self.server.clear()
+        self.realtime.reset()
 
     # -- scripting ---------------------------------------------------------------------------
 

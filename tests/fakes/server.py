@@ -77,14 +77,16 @@ class _Recorder:
 class FakeServer:
     """Serve an ASGI app on 127.0.0.1:<free port> until ``stop()``."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: str = "off", port: int = 0) -> None:
         self._lifespan = lifespan
+        self._wanted_port = port  # 0: any free port
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self._app = _Recorder(app, self.requests, self._lock)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def base_url(self) -> str:
@@ -101,7 +103,7 @@ class FakeServer:
         # connections inherit it. Without it a small response waits ~40 ms for a delayed ACK,
         # time a real platform would not add and a benchmark would charge to the product.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self._wanted_port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
@@ -109,10 +111,17 @@ class FakeServer:
             lifespan=self._lifespan,
             access_log=False,
             ws_ping_interval=None,
+            ws_per_message_deflate=False,  # as `languagebuddy serve` runs
         )
         self._server = uvicorn.Server(config)
+        server = self._server
+
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()  # tests may inspect the server's tasks
+            await server.serve(sockets=[sock])
+
         self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[sock])),  # type: ignore[union-attr]
+            target=lambda: asyncio.run(serve()),
             name=f"fake-{type(self).__name__}",
             daemon=True,
         )

@@ -136,7 +136,8 @@ async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) 
         await websocket.close()
 
     fake_openai.add_endpoint("/v1/audio/speech", "speech", speech)
-    fake_openai.add_websocket("/v1/realtime", realtime)
+    # /v1/realtime itself is the built-in fake Realtime API; the extension point serves others.
+    fake_openai.add_websocket("/v1/custom-socket", realtime)
     try:
         audio = await fake_openai.client().audio.speech.create(
             model="gpt-4o-mini-tts", voice="alloy", input="hola", response_format="pcm"
@@ -144,7 +145,7 @@ async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) 
         assert audio.content == b"\x00\x01" * 10
         from websockets.asyncio.client import connect
 
-        async with connect(f"{fake_openai.server.ws_url}/v1/realtime") as ws:
+        async with connect(f"{fake_openai.server.ws_url}/v1/custom-socket") as ws:
             assert "session.created" in await ws.recv()
     finally:
         fake_openai.handlers.pop("/v1/audio/speech")

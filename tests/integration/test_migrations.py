@@ -11,11 +11,12 @@ from alembic.migration import MigrationContext
 from languagebuddy.store.db import make_engine
 from languagebuddy.store.migrate import upgrade
 from languagebuddy.store.models import Base
+from languagebuddy.store.schema import head_revision
 
 
 async def test_upgrade_matches_models(any_db_url: str) -> None:
     assert (await upgrade(any_db_url)).before is None
-    assert (await upgrade(any_db_url)).before == "0001"  # idempotent
+    assert (await upgrade(any_db_url)).before == head_revision()  # idempotent
     engine = make_engine(any_db_url)
     async with engine.connect() as conn:
         diff = await conn.run_sync(
@@ -26,8 +27,16 @@ async def test_upgrade_matches_models(any_db_url: str) -> None:
 
 
 def test_db_upgrade_command_says_what_it_did(sqlite_url: str) -> None:
+    """Created, upgraded from one revision to the next, already at the latest."""
+    import asyncio
+
     said = []
-    for _ in range(2):
+    head = head_revision()
+    for step in range(3):
+        if step == 1:  # back to the first revision, so that the next run upgrades
+            engine = make_engine(sqlite_url)
+            asyncio.run(_drop_schema(engine))
+            asyncio.run(upgrade(sqlite_url, "0001"))
         result = subprocess.run(
             [sys.executable, "-m", "languagebuddy.cli", "db", "upgrade"],
             env={"DATABASE_URL": sqlite_url, "PATH": "/usr/bin:/bin"},
@@ -38,9 +47,19 @@ def test_db_upgrade_command_says_what_it_did(sqlite_url: str) -> None:
         assert result.returncode == 0, result.stderr
         said.append(result.stdout.strip().split(": ", 1)[1])
     assert said == [
-        "created the schema at revision 0001",
-        "the schema is already at revision 0001, the latest",
+        f"created the schema at revision {head}",
+        f"upgraded the schema from revision 0001 to {head}",
+        f"the schema is already at revision {head}, the latest",
     ]
+
+
+async def _drop_schema(engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.drop_all)
+        await conn.execute(text("DROP TABLE alembic_version"))
+    await engine.dispose()
 
 
 def test_cheap_head_agrees_with_alembic() -> None:

@@ -43,6 +43,9 @@ def test_environment_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PUBLIC_BASE_URL", "buddy.example.com"),
         ("TELEGRAM_WEBHOOK_SECRET", "has spaces!"),
         ("LB_WORKER_CONCURRENCY", "many"),
+        ("TELNYX_PUBLIC_KEY", "not-a-key"),
+        ("TELNYX_PUBLIC_KEY", "c2hvcnQ="),  # base64, but not 32 bytes
+        ("LB_CALL_MAX_SECONDS", "0"),
     ],
 )
 def test_bad_value_names_the_variable(

@@ -187,3 +187,42 @@ class KeyValue(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Call(Base):
+    """One phone call, whatever the provider: who called, when, how it ended and what it cost.
+
+    ``(provider, provider_call_id)`` is unique, so a redelivered "call started" webhook finds
+    the row instead of answering twice. ``stream_nonce`` is the single-use part of the signed
+    stream token: the media socket claims it once (``stream_claimed_at``), in the database, so
+    a replayed token is refused by every instance of the service.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (UniqueConstraint("provider", "provider_call_id", name="uq_call_provider"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(20))  # telnyx | vonage
+    provider_call_id: Mapped[str] = mapped_column(String(200))  # call_control_id, uuid
+    provider_session_id: Mapped[str | None] = mapped_column(String(200))
+    learner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    from_e164: Mapped[str | None] = mapped_column(String(20))
+    to_e164: Mapped[str | None] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(12), default="ringing")  # ringing|live|ended
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    answered_at: Mapped[float | None] = mapped_column(Float)
+    stream_nonce: Mapped[str | None] = mapped_column(String(64))
+    stream_claimed_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    hangup_cause: Mapped[str | None] = mapped_column(String(40))
+    hangup_source: Mapped[str | None] = mapped_column(String(20))
+    end_reason: Mapped[str | None] = mapped_column(String(40))  # ours: end_call, max_length…
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    audio_in_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    audio_out_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # token details, sessions
+    memory_saved_at: Mapped[float | None] = mapped_column(Float)

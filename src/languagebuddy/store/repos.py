@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from languagebuddy.store.models import (
+    Call,
     Identity,
     InboxItem,
     Learner,
@@ -341,12 +342,14 @@ async def export_learner(session: AsyncSession, learner_id: int) -> dict[str, An
         select(VocabularyItem).where(VocabularyItem.learner_id == learner_id)
     )
     usage = await session.execute(select(Usage).where(Usage.learner_id == learner_id))
+    calls = await session.execute(select(Call).where(Call.learner_id == learner_id))
     return {
         "learner": plain(learner),
         "identities": [plain(i) for i in identities.scalars()],
         "turns": [plain(t) for t in turns.scalars()],
         "vocabulary": [plain(v) for v in vocab.scalars()],
         "usage": [plain(u) for u in usage.scalars()],
+        "calls": [plain(c, skip=("stream_nonce",)) for c in calls.scalars()],
     }
 
 
@@ -360,7 +363,7 @@ async def delete_learner(session: AsyncSession, learner_id: int) -> bool:
         select(Identity.channel, Identity.channel_user_id).where(Identity.learner_id == learner_id)
     )
     order_keys = [f"{channel}:{user}" for channel, user in identities.all()]
-    for model in (Turn, VocabularyItem, Usage, Identity):
+    for model in (Turn, VocabularyItem, Usage, Call, Identity):
         await session.execute(delete(model).where(model.learner_id == learner_id))
     if order_keys:
         await session.execute(

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from languagebuddy.ai.chat import ChatClient, ChatResult, OnDelta
 from languagebuddy.config import Settings
-from languagebuddy.errors import ModelRejected, ModelUnavailable
+from languagebuddy.errors import ModelRejected, ModelUnavailable, PermanentFailure
 from languagebuddy.events import Kind
 from languagebuddy.logs import get_logger
 from languagebuddy.media.types import PreparedImage
@@ -33,6 +33,13 @@ from languagebuddy.store import repos
 from languagebuddy.store.models import Learner
 from languagebuddy.tutor import prompts
 from languagebuddy.tutor.api import TutorInput, TutorReply
+from languagebuddy.tutor.calls import (
+    CallBrief,
+    CallToolResult,
+    call_brief,
+    call_recap,
+    run_call_tool,
+)
 from languagebuddy.tutor.commands import parse_command, run_command
 from languagebuddy.tutor.memory import (
     Memory,
@@ -92,6 +99,8 @@ class Tutor:
         text as it arrives."""
         if turn.kind == Kind.STATUS:
             raise ValueError("delivery receipts are not learner turns")
+        if turn.kind == Kind.CALL_RECAP:
+            return await self._call_recap(learner_id, turn)
         async with self._sessions() as session:
             learner = await repos.get_learner(session, learner_id)
             if learner is None:
@@ -111,6 +120,23 @@ class Tutor:
             memory = await load_memory(session, learner, self.settings)
             summarise = await summary_due(session, learner, memory, self.settings)
         return await self._converse(learner, memory, summarise, turn, on_delta)
+
+    async def call_brief(self, learner_id: int) -> CallBrief:
+        """Instructions, greeting, tools and turn-taking for a live call with this learner."""
+        return await call_brief(self._sessions, self.settings, learner_id)
+
+    async def run_call_tool(self, learner_id: int, name: str, arguments: str) -> CallToolResult:
+        """Execute a tool the call's model called (the chat's tools do the work)."""
+        return await run_call_tool(self._sessions, learner_id, name, arguments)
+
+    async def _call_recap(self, learner_id: int, turn: TutorInput) -> TutorReply:
+        if turn.call_id is None:
+            raise PermanentFailure("call recap without a call")
+        text = await call_recap(self._sessions, learner_id, turn.call_id)
+        if text is None:
+            raise PermanentFailure("the call or its learner is gone")
+        log.info("tutor.call_recap", learner_id=learner_id, call_id=turn.call_id)
+        return TutorReply(text=text, inbound_memory=None, modality="call_recap")
 
     async def call_instructions(self, learner_id: int) -> str:
         """System instructions for a live phone call (OpenAI Realtime), from the same profile

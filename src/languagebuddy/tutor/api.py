@@ -21,6 +21,7 @@ class TutorInput:
     problem: str | None = None  # e.g. image_too_large, image_not_an_image, audio_corrupt
     unsupported_type: str | None = None
     language_hint: str | None = None
+    call_id: int | None = None  # for Kind.CALL_RECAP: the finished call to recap
 
 
 @dataclass
@@ -29,6 +30,6 @@ class TutorReply:
     voice: bool = False  # the learner prefers voice replies
     erased: bool = False  # /forget-me: the learner no longer exists, store nothing
     inbound_memory: str | None = None  # what the log keeps for the learner's turn
-    modality: str = "text"  # text | command | image | voice | unsupported
+    modality: str = "text"  # text | command | image | voice | unsupported | call_recap
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds, as the pipeline's

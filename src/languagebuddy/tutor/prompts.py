@@ -191,5 +191,62 @@ def call_instructions(
             f"{'Learner' if t.direction == 'in' else 'You'}: {turn_text(t)}" for t in recent
         )
         sections.append(f"Your latest messages with them:\n{lines}")
+    sections.append(_call_tool_rules(learner))
     sections.append("Open the call with a short greeting that picks up where you left off.")
     return "\n\n".join(sections)
+
+
+def _call_tool_rules(learner: Learner) -> str:
+    rules = (
+        "Tools: when you teach a word or expression that is new for them, call save_vocabulary "
+        "(the term in the language they practise, its meaning in their native language). If "
+        "they ask for an easier or harder level, or you learn their level, call set_level. When "
+        "the learner wants to stop, say a short goodbye and call end_call."
+    )
+    if not learner.onboarded:
+        rules += (
+            " As soon as they tell you, save the language they want to practise with "
+            "set_target_language, their native language with set_native_language and their "
+            "name with set_name; ask their level (A1 beginner to C2) and save it with set_level."
+        )
+    return rules
+
+
+def call_greeting(learner: Learner) -> str:
+    """The instructions of the call's first response: greet the caller by name, at once."""
+    name = learner.display_name
+    who = f"the learner by name ({name})" if name else "the caller warmly"
+    if learner.onboarded:
+        target = language_name(learner.target_language)
+        return (
+            f"Greet {who} in {target}, in one short sentence at their level, and ask one "
+            "simple question to start the conversation."
+        )
+    return (
+        f"Greet {who} in one short sentence, say you are LanguageBuddy, and ask which "
+        "language they would like to practise."
+    )
+
+
+def call_goodbye(reason: str) -> str:
+    """The instructions of the call's last response; ``reason`` says why it ends."""
+    why = {
+        "end_call": "The learner wants to stop.",
+        "dtmf": "The learner pressed the key to end the call.",
+        "max_length": "The call has reached its maximum length.",
+        "silence": "The learner has been silent for a long time.",
+    }.get(reason, "The call is ending.")
+    return (
+        f"{why} Say a warm, very short goodbye (one sentence) in the language of the "
+        "conversation. Do not ask anything and do not call any tool."
+    )
+
+
+def call_repeat_slowly(sentence: str | None) -> str:
+    """The instructions when the learner asks (DTMF *) to hear the last sentence again."""
+    if not sentence:
+        return "Repeat what you said last, slowly and clearly, with simpler words."
+    return (
+        "The learner asked to hear it again. Repeat exactly this sentence, slowly and clearly, "
+        f"pausing between words: {sentence}"
+    )

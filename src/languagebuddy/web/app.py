@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings or get_settings()
-        if run_worker and not config.openai_api_key:
+        needs_model = run_worker or config.telnyx_enabled or config.vonage_enabled
+        if needs_model and not config.openai_api_key:
             from languagebuddy.config import ConfigError
 
             raise ConfigError(MISSING_KEY)
@@ -106,5 +107,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     from languagebuddy.web.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router)
+    from languagebuddy.web.calls import mount_call_routes
+
+    mount_call_routes(app)
     app.add_middleware(WebhookFastPath)
     return app

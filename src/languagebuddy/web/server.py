@@ -30,6 +30,8 @@ log = get_logger(__name__)
 def prepare(settings: Settings, host: str, port: int, *, run_worker: bool) -> socket.socket:
     """Everything that can stop ``serve`` before it takes traffic, in the order an operator
     would fix it; returns the bound socket. Raises ``StartupError``."""
+    if settings.telnyx_enabled or settings.vonage_enabled:
+        require_openai_key(settings, "phone calls (a call provider is configured)")
     if run_worker:
         require_openai_key(
             settings, "the in-process worker", ", or run `serve --no-worker` beside a worker"
@@ -104,6 +106,8 @@ def run(settings: Settings, sock: socket.socket, *, workers: int, run_worker: bo
         forwarded_allow_ips="*",
         log_level="warning",
         access_log=False,
+        # Call media sockets: audio does not compress, deflate would only burn CPU per frame.
+        ws_per_message_deflate=False,
     )
     if workers > 1:
         from uvicorn.supervisors import Multiprocess

@@ -1,0 +1,119 @@
+"""The floor of the straightforward design, for bench/calls.py: a Telnyx <-> OpenAI Realtime
+relay written the way the samples write it, and nothing else (no tutor, no database).
+
+One ``input_audio_buffer.append`` per Telnyx frame and one Telnyx ``media`` message (plus a
+``mark``) per model delta, the audio decoded to raw bytes and encoded again on each side, the
+stdlib ``json`` codec, Starlette's ``WebSocket``, and the SDK's typed events
+(``async for event in connection``) and typed sends. Barge-in as in the canonical sample
+(clear, then truncate at the played time). Same traffic as the product in the same run, so
+the ratio of the two is what compares across machines.
+
+    python bench/naive_relay.py --port 8765     # OPENAI_API_KEY / OPENAI_BASE_URL from env
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import time
+from contextlib import suppress
+
+import uvicorn
+from openai import AsyncOpenAI
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+MODEL = os.environ.get("LB_REALTIME_MODEL", "gpt-realtime")
+
+
+async def relay(websocket: WebSocket) -> None:
+    await websocket.accept()
+    client: AsyncOpenAI = websocket.app.state.client
+    async with client.realtime.connect(model=MODEL) as connection:
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "model": MODEL,
+                "output_modalities": ["audio"],
+                "instructions": "You are a friendly language tutor on the phone.",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcmu"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000},
+                    },
+                    "output": {"format": {"type": "audio/pcmu"}, "voice": "alloy"},
+                },
+            }
+        )
+        await connection.response.create()
+        state = {"item": None, "start_ms": 0.0, "marks": [], "last_ms": 0.0}
+
+        async def from_telnyx() -> None:
+            while True:
+                try:
+                    message = json.loads(await websocket.receive_text())
+                except WebSocketDisconnect:
+                    return
+                event = message.get("event")
+                if event == "media":
+                    raw = base64.b64decode(message["media"]["payload"])
+                    state["last_ms"] = time.monotonic() * 1000
+                    await connection.input_audio_buffer.append(audio=base64.b64encode(raw).decode())
+                elif event == "mark" and state["marks"]:
+                    state["marks"].pop(0)
+                elif event == "stop":
+                    return
+
+        async def from_openai() -> None:
+            async for event in connection:
+                if event.type == "response.output_audio.delta":
+                    raw = base64.b64decode(event.delta)
+                    if event.item_id != state["item"]:
+                        state["item"] = event.item_id
+                        state["start_ms"] = time.monotonic() * 1000
+                    await websocket.send_text(
+                        json.dumps(
+                            {"event": "media", "media": {"payload": base64.b64encode(raw).decode()}}
+                        )
+                    )
+                    await websocket.send_text(json.dumps({"event": "mark", "mark": {"name": "r"}}))
+                    state["marks"].append("r")
+                elif (
+                    event.type == "input_audio_buffer.speech_started"
+                    and state["item"]
+                    and state["marks"]
+                ):
+                    await websocket.send_text(json.dumps({"event": "clear"}))
+                    elapsed = int(time.monotonic() * 1000 - state["start_ms"])
+                    await connection.conversation.item.truncate(
+                        item_id=state["item"], content_index=0, audio_end_ms=max(0, elapsed)
+                    )
+                    state["marks"].clear()
+                    state["item"] = None
+
+        tasks = [asyncio.ensure_future(from_telnyx()), asyncio.ensure_future(from_openai())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(BaseException):
+                    await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = Starlette(routes=[WebSocketRoute("/relay", relay)])
+    app.state.client = AsyncOpenAI(max_retries=0)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
