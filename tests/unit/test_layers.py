@@ -10,7 +10,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "languagebuddy"
 LOWER = ("inbox", "ai", "media", "channels", "store", "events.py", "errors.py", "config.py")
-UPPER = ("tutor", "pipeline", "services", "web", "calls", "cli", "cli_chat", "doctor")
+UPPER = (
+    "tutor",
+    "pipeline",
+    "services",
+    "startup",
+    "web",
+    "calls",
+    "cli",
+    "cli_chat",
+    "doctor",
+)
 
 
 def _modules(entry: str) -> list[Path]:

@@ -29,6 +29,10 @@ __all__ = [
 VoiceFormat = Literal["ogg_opus", "m4a"]
 
 
+# A learner's file is held in memory only; anything bigger is refused while streaming.
+MAX_MEDIA_BYTES = 25 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """The largest learner file of each kind a channel downloads, in bytes (the platform's own

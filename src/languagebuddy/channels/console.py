@@ -9,8 +9,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VoiceFormat
-from languagebuddy.channels.http import MAX_MEDIA_BYTES
+# Not from channels.http, which would import httpx (~40 ms of a one-shot `chat`) for a number.
+from languagebuddy.channels.base import (
+    MAX_MEDIA_BYTES,
+    BadPayload,
+    DeliveryError,
+    MediaLimits,
+    VoiceFormat,
+)
 from languagebuddy.events import InboundEvent, Media, OutboundPart
 
 

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import httpx
 
+from languagebuddy.channels.base import MAX_MEDIA_BYTES as MAX_MEDIA_BYTES  # the channels' limit
 from languagebuddy.channels.base import DeliveryError
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import PLATFORM_CALLS
 
 log = get_logger(__name__)
 
-# A learner's file is held in memory only; anything bigger is refused while streaming.
-MAX_MEDIA_BYTES = 25 * 1024 * 1024
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
 
 

@@ -349,6 +349,6 @@ def _parse_event(raw: dict[str, Any], *, received_at: float) -> InboundEvent | N
         )
     return InboundEvent(
         kind=Kind.UNSUPPORTED,
-        unsupported_type=kind if kind in _UNSUPPORTED else "unknown",
+        unsupported_type=kind if isinstance(kind, str) and kind in _UNSUPPORTED else "unknown",
         **fields,
     )
