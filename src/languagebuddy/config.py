@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -111,6 +112,13 @@ class Settings(BaseSettings):
     )
 
     # Tunables of our own (not part of the contract's fixed names, all optional).
+    # Where `serve` listens (--host / --port win). Localhost by default: a fresh clone is not
+    # reachable from the network until the operator says so (0.0.0.0 in a container).
+    serve_host: Annotated[str, Field(min_length=1, validation_alias=_env("LB_HOST"))] = "127.0.0.1"
+    serve_port: Annotated[int, Field(ge=1, le=65535, validation_alias=_env("LB_PORT"))] = 8000
+    # Bring the schema to this version's revision at start (under a lock, so replicas starting
+    # together are safe). Off: refuse to start until `languagebuddy db upgrade` has run.
+    migrate_on_start: Annotated[bool, Field(validation_alias=_env("LB_MIGRATE_ON_START"))] = True
     log_level: Annotated[str, Field(validation_alias=_env("LB_LOG_LEVEL"))] = "info"
     # Events handled at once per worker process. Handling is mostly waiting (the model, the
     # platforms), so the default is high; None picks it per backend (see concurrency()).
@@ -185,6 +193,26 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`OPENAI_API_KEY=` as in .env.example means "not set", not an empty key."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _openai_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                "must be an http(s) URL with a host, such as https://api.openai.com/v1"
+            )
+        if parsed.query or parsed.fragment:
+            raise ValueError("must not carry a query or fragment, e.g. https://api.openai.com/v1")
+        return value.strip().rstrip("/")
 
     @field_validator("public_base_url")
     @classmethod

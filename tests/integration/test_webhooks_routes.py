@@ -317,14 +317,13 @@ def test_concurrent_redeliveries_store_once_on_postgres(postgres_url: str) -> No
     """The dedupe happens in the insert itself, so racing deliveries on PostgreSQL store one."""
     from sqlalchemy import text
 
-    from languagebuddy.store.db import create_all, make_engine
+    from languagebuddy.store.db import make_engine
+    from languagebuddy.store.migrate import upgrade
     from tests.conftest import _reset_postgres
 
     async def prepare() -> None:
         await _reset_postgres(postgres_url)
-        engine = make_engine(postgres_url)
-        await create_all(engine)
-        await engine.dispose()
+        await upgrade(postgres_url)
 
     async def rows() -> list[str]:
         engine = make_engine(postgres_url)

@@ -16,6 +16,7 @@ UPPER = (
     "photo_sets",
     "side_events",
     "services",
+    "startup",
     "web",
     "calls",
     "cli",

@@ -454,7 +454,7 @@ def _message_event(
         )
     return InboundEvent(
         kind=Kind.UNSUPPORTED,
-        unsupported_type=kind if kind in _UNSUPPORTED else "unknown",
+        unsupported_type=kind if isinstance(kind, str) and kind in _UNSUPPORTED else "unknown",
         **fields,
     )
 

@@ -48,6 +48,7 @@ WHERE id = (
     WHERE ((i.status = 'pending' AND i.available_at <= :now)
            OR (i.status = 'processing' AND i.lease_until < :now))
       AND i.channel IN :channels
+      {learner}
       AND NOT EXISTS (
           SELECT 1 FROM inbox AS j
           WHERE j.order_key = i.order_key AND j.id < i.id
@@ -89,9 +90,12 @@ class Inbox:
             engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else None
         )
         lock = "FOR UPDATE SKIP LOCKED" if self._postgres else ""
-        self._claim_sql = text(_CLAIM_SQL.format(lock=lock)).bindparams(
+        self._claim_sql = text(_CLAIM_SQL.format(lock=lock, learner="")).bindparams(
             bindparam("channels", expanding=True)
         )
+        self._claim_learner_sql = text(
+            _CLAIM_SQL.format(lock=lock, learner="AND i.order_key = :order_key")
+        ).bindparams(bindparam("channels", expanding=True))
         self._listeners: list[Callable[[int], None]] = []
         # SQLite: built once; SQLAlchemy then reuses the compiled form on every webhook instead
         # of building an ORM insert per call.
@@ -180,22 +184,31 @@ class Inbox:
         return new
 
     async def claim(
-        self, owner: str, lease_seconds: float, channels: Collection[str]
+        self,
+        owner: str,
+        lease_seconds: float,
+        channels: Collection[str],
+        *,
+        order_key: str | None = None,
     ) -> Claimed | None:
         """Take the next due item of one of ``channels`` under a lease, or None.
 
         A worker claims only the channels it can answer on (the terminal chat never takes a
-        WhatsApp message, and the reverse).
+        WhatsApp message, and the reverse); with ``order_key`` only that learner's items.
         """
         now = time.time()
-        params = {
+        params: dict[str, Any] = {
             "owner": owner,
             "now": now,
             "lease_until": now + lease_seconds,
             "channels": list(channels),
         }
+        statement = self._claim_sql
+        if order_key is not None:
+            statement = self._claim_learner_sql
+            params["order_key"] = order_key
         async with self._statement() as conn:
-            row = (await conn.execute(self._claim_sql, params)).first()
+            row = (await conn.execute(statement, params)).first()
         if row is None:
             return None
         payload = row.payload if isinstance(row.payload, dict) else _json_loads(row.payload)
@@ -292,6 +305,40 @@ class Inbox:
             old = select(InboxItem.id).where(finished).scalar_subquery()
             await conn.execute(delete(OutboxPart).where(OutboxPart.inbox_item_id.in_(old)))
             result = await conn.execute(delete(InboxItem).where(finished))
+        return result.rowcount
+
+    async def unfinished(self, order_key: str) -> int:
+        """How many of one learner's items wait (pending, or held by a worker)."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count())
+                .select_from(InboxItem)
+                .where(
+                    InboxItem.order_key == order_key,
+                    InboxItem.status.in_((PENDING, PROCESSING)),
+                )
+            )
+            return int(result.scalar_one())
+
+    async def drop_unfinished(self, order_key: str, reason: str) -> int:
+        """Dead-letter one learner's waiting items with ``reason`` (the learner asked to skip
+        them); items a live worker holds are left alone. Returns how many."""
+        now = time.time()
+        waiting = (InboxItem.status == PENDING) | (
+            (InboxItem.status == PROCESSING) & (InboxItem.lease_until < now)
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(InboxItem)
+                .where(InboxItem.order_key == order_key, waiting)
+                .values(
+                    status=DEAD,
+                    last_error=reason,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
         return result.rowcount
 
     # --- what follows an item: the rest of a photo set, an edit or deletion of its message ---

@@ -6,7 +6,9 @@ several writes atomic (a reply's turns and its outbox parts, for example).
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -290,14 +292,49 @@ async def outbox_parts(session: AsyncSession, inbox_item_id: int) -> list[Outbox
     return list(rows.scalars().all())
 
 
+LEARNER_REFERENCE_HELP = (
+    "the internal id (42), channel:user-id (telegram:123456789, whatsapp:5511987654321) or "
+    "a phone number in E.164 (+5511987654321)"
+)
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+
+
+async def resolve_learner(session: AsyncSession, reference: str) -> Learner | None:
+    """The learner an operator names: ``LEARNER_REFERENCE_HELP`` lists the forms."""
+    ref = reference.strip()
+    if ref.isdigit():
+        return await session.get(Learner, int(ref))
+    if ref.startswith("+"):
+        phone = "+" + _PHONE_SEPARATORS.sub("", ref[1:])
+        return await find_learner_by_phone(session, phone) if phone[1:].isdigit() else None
+    channel, sep, user = ref.partition(":")
+    if sep and channel and user:
+        return await find_learner(session, channel.lower(), user)
+    return None
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds (how the schema stores times) as ISO 8601 UTC, for people to read."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def export_learner(session: AsyncSession, learner_id: int) -> dict[str, Any] | None:
-    """Everything stored about a learner, as plain JSON-able data."""
+    """Everything stored about a learner, as plain JSON-able data (times in ISO 8601 UTC)."""
     learner = await session.get(Learner, learner_id)
     if learner is None:
         return None
 
     def plain(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-        return {c.key: getattr(obj, c.key) for c in obj.__table__.columns if c.key not in skip}
+        out: dict[str, Any] = {}
+        for column in obj.__table__.columns:
+            if column.key in skip:
+                continue
+            value = getattr(obj, column.key)
+            out[column.key] = iso_time(value) if column.key.endswith("_at") else value
+        return out
 
     identities = await session.execute(select(Identity).where(Identity.learner_id == learner_id))
     turns = await session.execute(
