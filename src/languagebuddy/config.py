@@ -142,6 +142,23 @@ class Settings(BaseSettings):
     image_max_side: Annotated[
         int, Field(ge=256, le=8192, validation_alias=_env("LB_IMAGE_MAX_SIDE"))
     ] = 2048
+    # The vision model's own rule: it scales an image to fit 2048 px and then its short side to
+    # 768 px, so anything larger is bytes it throws away. 0 turns the short-side rule off.
+    image_max_short_side: Annotated[
+        int, Field(ge=0, le=8192, validation_alias=_env("LB_IMAGE_MAX_SHORT_SIDE"))
+    ] = 768
+    # Photos sent together (an album, or a burst of photos from one learner) get one lesson:
+    # the first is held this long for the rest, and at most this many go to the vision model.
+    photo_set_window_seconds: Annotated[
+        float, Field(ge=0, le=30, validation_alias=_env("LB_PHOTO_SET_WINDOW_SECONDS"))
+    ] = 1.5
+    photo_set_max: Annotated[int, Field(ge=1, le=10, validation_alias=_env("LB_PHOTO_SET_MAX"))] = 4
+    # Media a platform only points at (LINE "external" content) is fetched over https from a
+    # public host. Hosts listed here (host or host:port, comma-separated) may also be reached
+    # over plain http or at a private address: for a self-hosted content server. Empty: none.
+    external_media_http_hosts: Annotated[
+        str, Field(validation_alias=_env("LB_EXTERNAL_MEDIA_HTTP_HOSTS"))
+    ] = ""
     inbox_retention_days: Annotated[
         float, Field(ge=8, le=3650, validation_alias=_env("LB_INBOX_RETENTION_DAYS"))
     ] = 30.0
@@ -234,6 +251,20 @@ class Settings(BaseSettings):
         if value is not None and not (1 <= len(value) <= 256 and set(value) <= allowed):
             raise ValueError("must be 1-256 characters of A-Z a-z 0-9 _ -")
         return value
+
+    @field_validator("external_media_http_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        for host in hosts:
+            if "/" in host or "@" in host or " " in host:
+                raise ValueError(f"{host!r} is not a host or host:port")
+        return ",".join(hosts)
+
+    @property
+    def external_http_hosts(self) -> frozenset[str]:
+        """LB_EXTERNAL_MEDIA_HTTP_HOSTS as a set of ``host`` / ``host:port``."""
+        return frozenset(h for h in self.external_media_http_hosts.split(",") if h)
 
     @property
     def concurrency(self) -> int:

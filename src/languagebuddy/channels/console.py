@@ -9,9 +9,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-# Not from channels.http, which would import httpx (~40 ms of a one-shot `chat`) for a number.
 from languagebuddy.channels.base import (
-    MAX_MEDIA_BYTES,
+    OUR_AUDIO_BYTES,
+    OUR_IMAGE_BYTES,
     BadPayload,
     DeliveryError,
     MediaLimits,
@@ -25,7 +25,11 @@ class ConsoleChannel:
     max_text_length = 20_000
     typing_interval = None
     voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
-    media_limits = MediaLimits(image_bytes=MAX_MEDIA_BYTES, audio_bytes=MAX_MEDIA_BYTES)
+    media_limits = MediaLimits(image_bytes=OUR_IMAGE_BYTES, audio_bytes=OUR_AUDIO_BYTES)
+    marks_photo_sets = True  # one file per command
+
+    async def addressed(self, event: InboundEvent) -> bool | None:
+        return True  # the terminal is a private chat
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self._write = write

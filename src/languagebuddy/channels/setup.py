@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from languagebuddy.config import Settings
 
-TELEGRAM_ALLOWED_UPDATES = ["message"]
+# Messages, their edits (handled before the buddy answers) and reactions (feedback on its
+# messages; Telegram sends those only when asked for by name, and in groups only to admins).
+TELEGRAM_ALLOWED_UPDATES = ["message", "edited_message", "message_reaction"]
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from languagebuddy.errors import StorageUnavailable
-from languagebuddy.events import InboundEvent
+from languagebuddy.events import InboundEvent, Kind
 from languagebuddy.store.models import InboxItem, OutboxPart
 
 PENDING, PROCESSING, DONE, DEAD = "pending", "processing", "done", "dead"
@@ -66,9 +66,10 @@ RETURNING id, payload, attempts, apology_sent
 # greenlet bridge: the webhook's acknowledgement waits on exactly one durable commit.
 _PG_PUT_SQL = """
 INSERT INTO inbox (dedupe_key, order_key, channel, payload, status, attempts, created_at,
-                   available_at, apology_sent)
-SELECT k, o, c, p::json, 'pending', 0, $5, $5, false
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS e(k, o, c, p, n)
+                   available_at, apology_sent, message_id)
+SELECT k, o, c, p::json, 'pending', 0, $5, $5, false, m
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::text[])
+     WITH ORDINALITY AS e(k, o, c, p, m, n)
 ORDER BY n
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING id
@@ -140,6 +141,7 @@ class Inbox:
                 [event.channel for event in events],
                 [event.model_dump_json() for event in events],
                 time.time(),
+                [_subject(event) for event in events],
             )
         except BaseException as exc:
             # The pool cannot see the driver's errors: a connection the server dropped must
@@ -175,6 +177,7 @@ class Inbox:
                     "created_at": now,
                     "available_at": now,
                     "apology_sent": False,
+                    "message_id": _subject(event),
                 }
                 if (await conn.execute(self._insert, row)).first() is not None:
                     new += 1
@@ -338,6 +341,78 @@ class Inbox:
             )
         return result.rowcount
 
+    # --- what follows an item: the rest of a photo set, an edit or deletion of its message ---
+
+    async def following(self, item: Claimed, limit: int = 20) -> list[Queued]:
+        """The learner's next waiting items after ``item``, oldest first. They cannot be
+        claimed while ``item`` is in hand (one learner's items go one at a time), so what is
+        seen here stays put until the holder takes it with ``take`` or lets it be."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(InboxItem.id, InboxItem.payload)
+                .where(
+                    InboxItem.order_key == item.event.order_key,
+                    InboxItem.id > item.id,
+                    InboxItem.status == PENDING,
+                )
+                .order_by(InboxItem.id)
+                .limit(limit)
+            )
+            found = rows.all()
+        return [Queued(row.id, InboundEvent.model_validate(_payload(row.payload))) for row in found]
+
+    async def take(
+        self, session: AsyncConnection | AsyncSession, item: Claimed, ids: Collection[int]
+    ) -> None:
+        """Mark ``ids`` (items from ``following``) done as part of ``item``, in the caller's
+        transaction: with the reply they belong to, so that after a crash either both exist
+        or neither (nothing answered twice, nothing lost). Raises ``LookupError`` if one was
+        no longer waiting, which rolls the caller's transaction back."""
+        if not ids:
+            return
+        result = await session.execute(
+            update(InboxItem)
+            .where(
+                InboxItem.id.in_(list(ids)),
+                InboxItem.order_key == item.event.order_key,
+                InboxItem.status == PENDING,
+            )
+            .values(
+                status=DONE,
+                finished_at=time.time(),
+                merged_into=item.id,
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+        if result.rowcount != len(set(ids)):
+            raise LookupError(f"inbox items {sorted(ids)} were not all waiting")
+
+    async def redact(
+        self, session: AsyncConnection | AsyncSession, channel: str, message_id: str
+    ) -> list[int]:
+        """Blank the text of every stored event about the learner's message ``message_id``
+        (the message itself and its edits), in the caller's transaction. Returns the ids of the
+        items that answered them (an item, or the one it was merged into)."""
+        rows = await session.execute(
+            select(InboxItem.id, InboxItem.payload, InboxItem.merged_into).where(
+                InboxItem.channel == channel, InboxItem.message_id == message_id
+            )
+        )
+        answered: list[int] = []
+        for row in rows.all():
+            payload = dict(_payload(row.payload))
+            if payload.get("erased"):
+                continue
+            for key in ("text", "caption"):
+                payload[key] = None
+            payload["extra"] = {**(payload.get("extra") or {}), "redacted": True}
+            await session.execute(
+                update(InboxItem).where(InboxItem.id == row.id).values(payload=payload)
+            )
+            answered.append(row.merged_into or row.id)
+        return answered
+
     async def depth(self) -> dict[str, int]:
         """Items per status, for /metrics and doctor."""
         async with self.sessions() as session:
@@ -357,4 +432,23 @@ def _json_loads(value: Any) -> dict[str, Any]:
     return json.loads(value)
 
 
-__all__ = ["DEAD", "DONE", "PENDING", "PROCESSING", "Claimed", "Inbox"]
+def _payload(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else _json_loads(value)
+
+
+def _subject(event: InboundEvent) -> str | None:
+    """The learner's message an event is about: an edit's or deletion's target, else itself."""
+    if event.kind in (Kind.EDIT, Kind.DELETE):
+        return event.target_message_id
+    return event.message_id
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An item waiting in the inbox, as ``Inbox.following`` shows it."""
+
+    id: int
+    event: InboundEvent
+
+
+__all__ = ["DEAD", "DONE", "PENDING", "PROCESSING", "Claimed", "Inbox", "Queued"]
