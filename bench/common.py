@@ -241,14 +241,23 @@ class ServeProcess:
     shell settings leak in, plus ``env``; ``PUBLIC_BASE_URL`` is the service's own address
     unless ``env`` sets it. The working directory is ``workdir`` (a temp dir, so the
     checkout's ``.env`` is not read) and stdout + stderr go to ``workdir/service.log``.
-    ``worker=False`` runs it with ``--no-worker``. ``start()`` returns once ``/readyz``
+    ``worker=False`` runs it with ``--no-worker``; ``workers=N`` runs N server processes on
+    the one port (``serve --workers N``; ``pid`` is then the parent's, ``pids()`` lists all
+    of them for CPU accounting). ``start()`` returns once ``/readyz``
     answers 200; ``stop()`` sends SIGINT (uvicorn's graceful shutdown, lifespan included),
     then kills after 15 s. Also a context manager: start on entry, stop on exit.
     """
 
-    def __init__(self, workdir: Path, env: dict[str, str], *, worker: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str], *, worker: bool = True, workers: int = 1
+    ) -> None:
         self.workdir = workdir
         self.worker = worker
+        self.workers = workers
+        if workers > 1 and env.get("LB_LOG_LEVEL", "info").lower() not in ("info", "debug"):
+            # Each server process logs "process ready" at info: that is how start() knows
+            # all of them are up, not only the first one to answer /readyz.
+            raise ValueError("workers > 1 needs LB_LOG_LEVEL info or debug")
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.base_url = f"http://{self.host}:{self.port}"
@@ -283,6 +292,8 @@ class ServeProcess:
         command = [sys.executable, "-c", "from languagebuddy.cli import app; app()", "serve"]
         if not self.worker:
             command.append("--no-worker")
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         return [*command, "--host", self.host, "--port", str(self.port)]
 
     def _wait_ready(self, timeout: float) -> None:
@@ -296,7 +307,9 @@ class ServeProcess:
                         f"{self.log_tail()}"
                     )
                 with suppress(httpx.HTTPError):
-                    if client.get("/readyz", timeout=2).status_code == 200:
+                    if client.get("/readyz", timeout=2).status_code == 200 and (
+                        self.workers == 1 or self.ready_processes() >= self.workers
+                    ):
                         return
                 if time.monotonic() > deadline:
                     raise RuntimeError(
@@ -308,6 +321,21 @@ class ServeProcess:
     def pid(self) -> int:
         assert self.proc is not None, "not started"
         return self.proc.pid
+
+    def ready_processes(self) -> int:
+        """How many server processes have logged that they are ready."""
+        with suppress(OSError):
+            return self.log_path.read_text(errors="replace").count('"process ready"')
+        return 0
+
+    def pids(self) -> list[int]:
+        """The service's processes: the parent and, with ``workers > 1``, its server
+        processes (found through /proc, so no extra dependency)."""
+        pids = [self.pid]
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        with suppress(OSError):
+            pids += [int(p) for p in children.read_text().split()]
+        return pids
 
     def alive(self) -> None:
         """Raise, with the end of its log, unless the service is still running."""

@@ -6,13 +6,22 @@ in a process of its own (so its RSS is not mixed with this script's images), on 
 dir, pointed at a fake WhatsApp Cloud API and a fake OpenAI that run here on 127.0.0.1. Each
 photo is a 12-megapixel (4000x3000) photo-like JPEG of about 3 MB hosted by the fake WhatsApp.
 
+Both image rules run in one invocation, each against a fresh service: the old one (long side at
+most ``image_max_side``, 2048) and the vision model's own rule that the service now follows (long
+side at most 2048 and short side at most 768: the model scales to that itself, so larger pixels
+are bytes and CPU for nothing). A table compares them side by side.
+
+The photo-set window (``LB_PHOTO_SET_WINDOW_SECONDS``, 1.5 s by default) is set to 0 here: a
+WhatsApp photo otherwise waits that long, by design, for the rest of a burst; this measures the
+pipeline's own overhead, which the window adds to.
+
 Overhead per photo = (time the fake OpenAI had received the whole chat request carrying the
 image) - (time the signed webhook POST was sent): webhook ack, inbox claim, learner lookup,
 media URL + download from the fake, checks, downscale, JPEG encode, base64, and the HTTP request
-itself. Every vision request is checked: a data:image/jpeg;base64 part that decodes to a JPEG at
-most ``image_max_side`` (2048) px on its long side.
+itself. Every vision request is checked: a data:image/jpeg;base64 part that decodes to a JPEG
+within the rule of its run.
 
-    .venv/bin/python bench/vision.py                    # 30 one at a time, 3 bursts of 10, ~40 s
+    .venv/bin/python bench/vision.py       # both rules: 30 photos one at a time, 3 bursts of 10
     .venv/bin/python bench/vision.py --photos 100 --bursts 5
     .venv/bin/python bench/vision.py --help
 
@@ -82,10 +91,14 @@ NAME = "vision"
 TARGET_P50_MS = 150.0
 TARGET_RSS_GROWTH_MB = 300.0
 MAX_SIDE = Settings.model_fields["image_max_side"].default  # 2048, LB_IMAGE_MAX_SIDE
+SHORT_SIDE = Settings.model_fields["image_max_short_side"].default  # 768, the model's rule
+# name -> LB_IMAGE_MAX_SHORT_SIDE (0: the long-side rule alone)
+RULES = {"long<=2048": 0, "long<=2048,short<=768": SHORT_SIDE}
 MB = 1024 * 1024
 WAIT_S = 30.0  # per photo, before the run is declared broken
 
 COLUMNS = [
+    Column("rule", "rule", width=21),
     Column("run", "run", width=14),
     Column("metric", "metric", width=16),
     Column("n", "n", width=3),
@@ -142,13 +155,13 @@ def photo_jpeg(width: int = 4000, height: int = 3000, seed: int = 12, quality: i
     return buf.getvalue()
 
 
-def prepare_alone(data: bytes, repeats: int, max_side: int) -> list[float]:
+def prepare_alone(data: bytes, repeats: int, max_side: int, short_side: int) -> list[float]:
     """``prepare_image`` on the same bytes in this process, ms: the decode/downscale/encode
     part of the media stage without the download (this process, one thread, idle service)."""
     out = []
     for _ in range(repeats):
         start = time.perf_counter()
-        prepare_image(data, max_side=max_side)
+        prepare_image(data, max_side=max_side, max_short_side=short_side or None)
         out.append((time.perf_counter() - start) * 1000)
     return out
 
@@ -160,10 +173,12 @@ DB_FILE = "lb.db"  # the service's SQLite database, in its work dir
 
 
 def service_environment(
-    tmp: Path, wa: FakeWhatsApp, ai: FakeOpenAI, concurrency: int, max_side: int
+    tmp: Path, wa: FakeWhatsApp, ai: FakeOpenAI, concurrency: int, max_side: int, short_side: int
 ) -> dict[str, str]:
     """Settings of ``languagebuddy serve`` with its worker (see ``common.ServeProcess``)."""
     return {
+        "LB_IMAGE_MAX_SHORT_SIDE": str(short_side),
+        "LB_PHOTO_SET_WINDOW_SECONDS": "0",
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / DB_FILE}",
         "OPENAI_API_KEY": ai.api_key,
         "OPENAI_BASE_URL": ai.base_url,
@@ -466,8 +481,8 @@ class Bench:
 # --------------------------------------------------------------------------- checks
 
 
-def check_vision(shot: Shot, max_side: int) -> tuple[int, int]:
-    """The request is a vision request with one data:image/jpeg;base64 JPEG <= max_side."""
+def check_vision(shot: Shot, max_side: int, short_side: int) -> tuple[int, int]:
+    """The request is a vision request with one data:image/jpeg;base64 JPEG within the rule."""
     assert shot.vision is not None
     body = shot.vision.json()
     if not has_image(body):
@@ -490,6 +505,8 @@ def check_vision(shot: Shot, max_side: int) -> tuple[int, int]:
             raise RuntimeError(f"{shot.tag}: the image is {im.format}, not JPEG")
         if max(im.size) > max_side:
             raise RuntimeError(f"{shot.tag}: {im.size} is over {max_side} px on its long side")
+        if short_side and min(im.size) > short_side:
+            raise RuntimeError(f"{shot.tag}: {im.size} is over {short_side} px on its short side")
         im.load()  # the whole JPEG decodes
         if im.getexif():
             raise RuntimeError(f"{shot.tag}: EXIF reached the model")
@@ -611,13 +628,17 @@ def shot_record(shot: Shot) -> dict[str, Any]:
 
 
 @contextmanager
-def stack(args: argparse.Namespace) -> Iterator[tuple[ServeProcess, FakeWhatsApp, FakeOpenAI]]:
+def stack(
+    args: argparse.Namespace, short_side: int
+) -> Iterator[tuple[ServeProcess, FakeWhatsApp, FakeOpenAI]]:
     with (
         tempfile.TemporaryDirectory(prefix="lb_bench_vision_") as tmp,
         FakeWhatsApp() as wa,
         FakeOpenAI() as ai,
     ):
-        env = service_environment(Path(tmp), wa, ai, args.worker_concurrency, args.image_max_side)
+        env = service_environment(
+            Path(tmp), wa, ai, args.worker_concurrency, args.image_max_side, short_side
+        )
         with ServeProcess(Path(tmp), env) as service:
             yield service, wa, ai
 
@@ -652,6 +673,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=MAX_SIDE,
         help=f"LB_IMAGE_MAX_SIDE of the service (default {MAX_SIDE}, the service's default)",
     )
+    parser.add_argument(
+        "--rule",
+        choices=[*RULES, "both"],
+        default="both",
+        help="the image rule(s) to measure (default both, one after the other)",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
     if args.photos < 1 or args.in_flight < 1 or args.bursts < 0 or args.warm_up < 0:
@@ -663,22 +690,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    loadavg_start = list(os.getloadavg())
-    photo = photo_jpeg(quality=args.quality)
-    with Image.open(io.BytesIO(photo)) as im:
-        photo_info = {"width": im.width, "height": im.height, "bytes": len(photo)}
-    print(
-        f"photo: {photo_info['width']}x{photo_info['height']} JPEG q{args.quality}, "
-        f"{len(photo) / MB:.2f} MB",
-        flush=True,
-    )
-    prepare_ms = prepare_alone(photo, 5, args.image_max_side)
+@dataclass
+class RuleRun:
+    """One image rule measured on its own service."""
+
+    rule: str
+    short_side: int
+    rows: list[dict[str, Any]]
+    splits: list[dict[str, Any]]
+    references: dict[str, list[float]]
+    sizes: list[tuple[int, int]]
+    request_kib: float
+    record: dict[str, Any]
+
+
+def measure(args: argparse.Namespace, photo: bytes, rule: str, short_side: int) -> RuleRun:
+    """The whole measurement for one rule: warm-up, the sequential run, the bursts."""
+    print(f"\n== rule {rule} (LB_IMAGE_MAX_SHORT_SIDE={short_side})", flush=True)
+    prepare_ms = prepare_alone(photo, 5, args.image_max_side, short_side)
     learners = [f"3460000{n:04d}" for n in range(args.in_flight)]
 
-    with stack(args) as (service, wa, ai):
+    with stack(args, short_side) as (service, wa, ai):
         bench = Bench(service, wa, ai, photo)
         download_ms = download_alone(wa, photo, 5)
         rss_started = rss(service.pid)
@@ -725,35 +757,135 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Nothing measured a broken path: every request carried the downscaled JPEG.
         for shot in [*warm, *seq, *(s for b in bursts for s in b["shots"])]:
-            shot.image = check_vision(shot, args.image_max_side)
+            shot.image = check_vision(shot, args.image_max_side, short_side)
+        settings = settings_used(service)
 
     conc = [s for b in bursts for s in b["shots"]]
-    wall = time.perf_counter() - started
-    print()
     cpu_ms = {"seq": cpu_seq * 1000, "conc": cpu_conc * 1000 / max(1, len(conc))}
-    rows = result_rows(seq, bursts, baseline, cpu_ms)
-    print_table(rows, COLUMNS)
-    print()
+    rows = [{"rule": rule, **row} for row in result_rows(seq, bursts, baseline, cpu_ms)]
     references = {"prepare_alone": prepare_ms, "download_alone": download_ms}
     splits = split_rows(seq, conc, references)
-    print_table(splits, SPLIT_COLUMNS)
     sizes = sorted({s.image for s in seq if s.image})
-    request_kb = statistics.median(len(s.vision.body) for s in seq if s.vision) / 1024
+    request_kib = statistics.median(len(s.vision.body) for s in seq if s.vision) / 1024
+    peaks = [(b["peak_vm_hwm"] or 0, b["peak_sampled"]) for b in bursts]
+    record = {
+        "service": settings | {"worker_wake": "in-process: Inbox.on_put wakes idle slots at once"},
+        "rows": rows,
+        "split_ms": [{k: v for k, v in r.items() if k != "stage"} for r in splits],
+        "reference_ms": references,
+        "image_sent": sizes,
+        "request_kib_p50": request_kib,
+        "rss": {
+            "at_start": rss_started,
+            "after_warm_up": rss_warm,
+            "baseline": baseline,
+            "after_bursts": rss_end,
+            "bursts": [{k: v for k, v in b.items() if k != "shots"} for b in bursts],
+            "peaks_vm_hwm_sampled": peaks,
+        },
+        "sequential": [shot_record(s) for s in seq],
+        "concurrent": [shot_record(s) for s in conc],
+    }
+    return RuleRun(rule, short_side, rows, splits, references, sizes, request_kib, record)
+
+
+COMPARE_COLUMNS = [
+    Column("metric", "per photo (sequential p50 unless said)", width=40),
+    Column("old", "long<=2048", ".1f", width=10),
+    Column("new", "+short<=768", ".1f", width=11),
+    Column("ratio", "new/old", ".2f", width=7),
+]
+
+
+def comparison(old: RuleRun, new: RuleRun) -> list[dict[str, Any]]:
+    """The two rules side by side; the old rule is the reference of each ratio."""
+
+    def value(run: RuleRun, run_name: str, metric: str) -> float:
+        for row in run.rows:
+            if row["run"] == run_name and row["metric"] == metric:
+                return float(row["value"])
+        return float("nan")
+
+    def split(run: RuleRun, key: str) -> float:
+        return float(next(r["seq_p50"] for r in run.splits if r["key"] == key))
+
+    burst = next((r["run"] for r in old.rows if r["run"] != "sequential"), "")
+    pairs = [
+        ("pixels sent (thousands)", *(r.sizes[0][0] * r.sizes[0][1] / 1000 for r in (old, new))),
+        ("vision request body, KiB", old.request_kib, new.request_kib),
+        (
+            "overhead p50, ms",
+            value(old, "sequential", "overhead p50"),
+            value(new, "sequential", "overhead p50"),
+        ),
+        (
+            "overhead p99, ms",
+            value(old, "sequential", "overhead p99"),
+            value(new, "sequential", "overhead p99"),
+        ),
+        (
+            "download, checks, downscale, encode, ms",
+            split(old, "download_prepare"),
+            split(new, "download_prepare"),
+        ),
+        (
+            "prepare_image alone (bench process), ms",
+            split(old, "prepare_alone"),
+            split(new, "prepare_alone"),
+        ),
+        (
+            "service CPU per photo, ms",
+            value(old, "sequential", "service CPU/photo"),
+            value(new, "sequential", "service CPU/photo"),
+        ),
+        (
+            f"{burst}: overhead p50, ms",
+            value(old, burst, "overhead p50"),
+            value(new, burst, "overhead p50"),
+        ),
+        (
+            f"{burst}: RSS growth, MB",
+            value(old, burst, "RSS growth"),
+            value(new, burst, "RSS growth"),
+        ),
+    ]
+    return [
+        {"metric": name, "old": a, "new": b, "ratio": (b / a) if a else float("nan")}
+        for name, a, b in pairs
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    loadavg_start = list(os.getloadavg())
+    photo = photo_jpeg(quality=args.quality)
+    with Image.open(io.BytesIO(photo)) as im:
+        photo_info = {"width": im.width, "height": im.height, "bytes": len(photo)}
     print(
-        f"\nvision image sent: {', '.join(f'{w}x{h}' for w, h in sizes)} JPEG, "
-        f"request body {request_kb:.0f} KiB; RSS after the bursts, at rest: "
-        f"{rss_end / MB:.0f} MB; {wall:.0f} s in all",
+        f"photo: {photo_info['width']}x{photo_info['height']} JPEG q{args.quality}, "
+        f"{len(photo) / MB:.2f} MB",
         flush=True,
     )
-    peaks = ", ".join(
-        f"{(b['peak_vm_hwm'] or 0) / MB:.0f} / {b['peak_sampled'] / MB:.0f}" for b in bursts
-    )
-    if bursts:
-        print(f"peak RSS per burst, MB, VmHWM / sampled every {args.sample_ms:g} ms: {peaks}")
+    rules = RULES if args.rule == "both" else {args.rule: RULES[args.rule]}
+    runs = [measure(args, photo, rule, short) for rule, short in rules.items()]
+
+    wall = time.perf_counter() - started
+    print()
+    print_table([row for run in runs for row in run.rows], COLUMNS)
+    for run in runs:
+        print(f"\nrule {run.rule}: where the overhead went")
+        print_table(run.splits, SPLIT_COLUMNS)
+        sent = ", ".join(f"{w}x{h}" for w, h in run.sizes)
+        print(f"vision image sent: {sent} JPEG, request body {run.request_kib:.0f} KiB")
+    compared = comparison(runs[0], runs[1]) if len(runs) == 2 else []
+    if compared:
+        print("\nthe two rules side by side (the old rule is the reference)")
+        print_table(compared, COMPARE_COLUMNS)
     load = os.getloadavg()[0]
     print(
-        f"load average (1 min): {loadavg_start[0]:.2f} at start, {load:.2f} at end, "
-        f"{os.cpu_count()} CPUs"
+        f"\nload average (1 min): {loadavg_start[0]:.2f} at start, {load:.2f} at end, "
+        f"{os.cpu_count()} CPUs; {wall:.0f} s in all"
     )
 
     if not args.no_save:
@@ -762,23 +894,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "parameters": {k: v for k, v in vars(args).items() if k != "no_save"},
                 "photo": photo_info,
-                "service": settings_used(service)
-                | {"worker_wake": "in-process: Inbox.on_put wakes idle slots at once"},
                 "loadavg_at_start": loadavg_start,
                 "target": {"p50_ms": TARGET_P50_MS, "rss_growth_mb": TARGET_RSS_GROWTH_MB},
-                "rows": rows,
-                "split_ms": [{k: v for k, v in r.items() if k != "stage"} for r in splits],
-                "reference_ms": references,
-                "rss": {
-                    "at_start": rss_started,
-                    "after_warm_up": rss_warm,
-                    "baseline": baseline,
-                    "after_bursts": rss_end,
-                    "bursts": [{k: v for k, v in b.items() if k != "shots"} for b in bursts],
-                },
+                "rules": {run.rule: run.record for run in runs},
+                "comparison": compared,
                 "seconds": wall,
-                "sequential": [shot_record(s) for s in seq],
-                "concurrent": [shot_record(s) for s in conc],
             },
         )
         shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path

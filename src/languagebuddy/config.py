@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -111,6 +112,13 @@ class Settings(BaseSettings):
     )
 
     # Tunables of our own (not part of the contract's fixed names, all optional).
+    # Where `serve` listens (--host / --port win). Localhost by default: a fresh clone is not
+    # reachable from the network until the operator says so (0.0.0.0 in a container).
+    serve_host: Annotated[str, Field(min_length=1, validation_alias=_env("LB_HOST"))] = "127.0.0.1"
+    serve_port: Annotated[int, Field(ge=1, le=65535, validation_alias=_env("LB_PORT"))] = 8000
+    # Bring the schema to this version's revision at start (under a lock, so replicas starting
+    # together are safe). Off: refuse to start until `languagebuddy db upgrade` has run.
+    migrate_on_start: Annotated[bool, Field(validation_alias=_env("LB_MIGRATE_ON_START"))] = True
     log_level: Annotated[str, Field(validation_alias=_env("LB_LOG_LEVEL"))] = "info"
     # Events handled at once per worker process. Handling is mostly waiting (the model, the
     # platforms), so the default is high; None picks it per backend (see concurrency()).
@@ -134,6 +142,23 @@ class Settings(BaseSettings):
     image_max_side: Annotated[
         int, Field(ge=256, le=8192, validation_alias=_env("LB_IMAGE_MAX_SIDE"))
     ] = 2048
+    # The vision model's own rule: it scales an image to fit 2048 px and then its short side to
+    # 768 px, so anything larger is bytes it throws away. 0 turns the short-side rule off.
+    image_max_short_side: Annotated[
+        int, Field(ge=0, le=8192, validation_alias=_env("LB_IMAGE_MAX_SHORT_SIDE"))
+    ] = 768
+    # Photos sent together (an album, or a burst of photos from one learner) get one lesson:
+    # the first is held this long for the rest, and at most this many go to the vision model.
+    photo_set_window_seconds: Annotated[
+        float, Field(ge=0, le=30, validation_alias=_env("LB_PHOTO_SET_WINDOW_SECONDS"))
+    ] = 1.5
+    photo_set_max: Annotated[int, Field(ge=1, le=10, validation_alias=_env("LB_PHOTO_SET_MAX"))] = 4
+    # Media a platform only points at (LINE "external" content) is fetched over https from a
+    # public host. Hosts listed here (host or host:port, comma-separated) may also be reached
+    # over plain http or at a private address: for a self-hosted content server. Empty: none.
+    external_media_http_hosts: Annotated[
+        str, Field(validation_alias=_env("LB_EXTERNAL_MEDIA_HTTP_HOSTS"))
+    ] = ""
     inbox_retention_days: Annotated[
         float, Field(ge=8, le=3650, validation_alias=_env("LB_INBOX_RETENTION_DAYS"))
     ] = 30.0
@@ -172,6 +197,26 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """`OPENAI_API_KEY=` as in .env.example means "not set", not an empty key."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _openai_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                "must be an http(s) URL with a host, such as https://api.openai.com/v1"
+            )
+        if parsed.query or parsed.fragment:
+            raise ValueError("must not carry a query or fragment, e.g. https://api.openai.com/v1")
+        return value.strip().rstrip("/")
+
     @field_validator("public_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -209,6 +254,20 @@ class Settings(BaseSettings):
         if value is not None and not (1 <= len(value) <= 256 and set(value) <= allowed):
             raise ValueError("must be 1-256 characters of A-Z a-z 0-9 _ -")
         return value
+
+    @field_validator("external_media_http_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        for host in hosts:
+            if "/" in host or "@" in host or " " in host:
+                raise ValueError(f"{host!r} is not a host or host:port")
+        return ",".join(hosts)
+
+    @property
+    def external_http_hosts(self) -> frozenset[str]:
+        """LB_EXTERNAL_MEDIA_HTTP_HOSTS as a set of ``host`` / ``host:port``."""
+        return frozenset(h for h in self.external_media_http_hosts.split(",") if h)
 
     @property
     def concurrency(self) -> int:

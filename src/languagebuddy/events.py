@@ -14,14 +14,28 @@ from pydantic import BaseModel, Field
 
 
 class Kind(StrEnum):
+    # Turns: something the learner said, which gets an answer.
     TEXT = "text"
     IMAGE = "image"
     VOICE = "voice"
     UNSUPPORTED = "unsupported"
-    STATUS = "status"  # a delivery receipt for something we sent (no reply)
     # Put by the call service when a phone call ends: the pipeline answers it on the learner's
     # messaging channel with the call's recap (dedupe key per call: sent once).
     CALL_RECAP = "call_recap"
+    # Not turns: never answered.
+    STATUS = "status"  # a delivery receipt for something we sent
+    REACTION = "reaction"  # an emoji on a message (``text``; None when taken back)
+    DELETE = "delete"  # the learner deleted one of their messages
+    EDIT = "edit"  # the learner edited one of their messages (new ``text`` / ``caption``)
+    IDENTITY = "identity"  # the learner's account moved to ``new_user_id`` (a new number)
+
+    @property
+    def is_turn(self) -> bool:
+        """Whether the buddy answers it (something the learner said, or a call's recap)."""
+        return self in _TURNS
+
+
+_TURNS = frozenset({Kind.TEXT, Kind.IMAGE, Kind.VOICE, Kind.UNSUPPORTED, Kind.CALL_RECAP})
 
 
 class InboundEvent(BaseModel):
@@ -46,7 +60,26 @@ class InboundEvent(BaseModel):
     language_hint: str | None = None  # e.g. Telegram's language_code
     status: str | None = None  # for STATUS events: sent | delivered | read | failed
     status_error: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
+    sent_at: float | None = Field(default=None, description="the platform's own time, epoch s")
+    # Group conversations: the learner is the sender (``user_id``); the reply goes to the chat.
+    chat_id: str | None = Field(
+        default=None, description="the conversation to answer in, when it is not the learner's"
+    )
+    addressed: bool | None = Field(
+        default=None,
+        description="in a group: True when the message is certainly for the buddy (a mention "
+        "of it, a reply to it); None when only the channel or the log can tell",
+    )
+    reply_to_message_id: str | None = None  # the message this one answers or quotes
+    forwarded: bool = False  # the learner passed on someone else's message
+    # REACTION, DELETE, EDIT: the message acted on; IDENTITY: the learner's new id.
+    target_message_id: str | None = None
+    new_user_id: str | None = None
+    # Several photos sent at once share an album id (``album_size``: how many, when known).
+    album_id: str | None = None
+    album_index: int | None = None
+    album_size: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)  # channel-private details
 
     @property
     def dedupe_key(self) -> str:

@@ -18,7 +18,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from languagebuddy.channels.base import Channel
-from languagebuddy.config import Settings
+from languagebuddy.config import ConfigError, Settings
 from languagebuddy.inbox.queue import Inbox
 from languagebuddy.inbox.worker import Worker, WorkerOptions
 from languagebuddy.media.hosting import MediaHost
@@ -33,8 +33,9 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker
     inbox: Inbox
-    openai: AsyncOpenAI
-    media_host: MediaHost
+    # None without OPENAI_API_KEY: a `serve --no-worker` takes webhooks without the model.
+    openai: AsyncOpenAI | None = None
+    media_host: MediaHost | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
     signing_key: str = ""
     # Phone calls (issue 14): the call service and each enabled provider (web routes use them).
@@ -46,16 +47,25 @@ class Services:
             await self.calls.aclose()
         for channel in self.channels.values():
             await channel.aclose()
-        await self.openai.close()
+        if self.openai is not None:
+            await self.openai.close()
         await self.engine.dispose()
+
+
+MISSING_KEY = (
+    "OPENAI_API_KEY is not set: the tutor needs it to answer (set it in the environment or .env)"
+)
 
 
 def make_openai_client(settings: Settings) -> AsyncOpenAI:
     """The official SDK client. Its own retries honour Retry-After on 429 and 5xx. It runs on
     the SDK's aiohttp transport: about a third of the default one's CPU per request, on a path
-    taken for every message."""
+    taken for every message. Never with a placeholder key: that only turns "no key" into a 401
+    and an apology seconds later."""
+    if not settings.openai_api_key:
+        raise ConfigError(MISSING_KEY)
     return AsyncOpenAI(
-        api_key=settings.openai_api_key or "missing-openai-api-key",
+        api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,
         timeout=settings.openai_timeout_seconds,
         max_retries=settings.openai_max_retries,
@@ -71,7 +81,7 @@ def build_services(settings: Settings, *, with_channels: bool = True) -> Service
         engine=engine,
         sessions=sessions,
         inbox=Inbox(engine),
-        openai=make_openai_client(settings),
+        openai=make_openai_client(settings) if settings.openai_api_key else None,
         media_host=MediaHost(sessions, settings.public_base_url),
     )
     if with_channels:
@@ -104,11 +114,41 @@ def build_calls(services: Services) -> None:
     )
 
 
-def build_worker(services: Services, channels: list[str] | None = None) -> Worker:
-    """A worker whose handler is the message pipeline over these services' tutor and channels."""
+async def start_services(
+    settings: Settings, *, with_channels: bool = True, with_calls: bool = True
+) -> Services:
+    """Check the database and its schema (migrating it when ``LB_MIGRATE_ON_START`` allows),
+    then build the services; ``with_calls`` adds the signing key and the call service (the
+    terminal chat needs neither). Raises ``StartupError`` with the one line to print."""
+    from languagebuddy.startup import check_database
+
+    await check_database(settings, migrate=True)
+    services = build_services(settings, with_channels=with_channels)
+    if with_calls:
+        from languagebuddy.store.keys import ensure_signing_key
+
+        try:
+            services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
+            if services.media_host is not None:  # signs the URLs of hosted voice notes
+                services.media_host.key = services.signing_key
+            if services.openai is not None:  # calls talk to the model; `serve` refuses without
+                build_calls(services)
+        except BaseException:
+            await services.aclose()
+            raise
+    return services
+
+
+def build_worker(
+    services: Services, channels: list[str] | None = None, *, learner: str | None = None
+) -> Worker:
+    """A worker whose handler is the message pipeline over these services' tutor and channels;
+    ``learner`` (an order key, ``channel:user``) limits it to that learner's events."""
     from languagebuddy.pipeline import MessagePipeline
     from languagebuddy.tutor.agent import Tutor
 
+    if services.openai is None:
+        raise ConfigError(MISSING_KEY)
     settings = services.settings
     tutor = Tutor(settings, services.sessions, services.openai)
     pipeline = MessagePipeline(services, tutor)
@@ -119,7 +159,7 @@ def build_worker(services: Services, channels: list[str] | None = None) -> Worke
         retry_base_seconds=settings.retry_base_seconds,
     )
     served = channels if channels is not None else sorted(services.channels)
-    return Worker(services.inbox, pipeline, served, options)
+    return Worker(services.inbox, pipeline, served, options, order_key=learner)
 
 
 def wake_every_slot(worker: Worker) -> Callable[[], None]:

@@ -108,9 +108,12 @@ class FakeLine:
             "line_data_api_base_url": self.data_url,
         }
 
-    def issue_reply_token(self, user_id: str, *, ttl: float = 60.0) -> str:
-        """A reply token as a webhook would carry it: single use, valid for ``ttl`` seconds."""
-        token = secrets.token_hex(16)
+    def issue_reply_token(
+        self, user_id: str, *, ttl: float = 60.0, token: str | None = None
+    ) -> str:
+        """A reply token as a webhook would carry it: single use, valid for ``ttl`` seconds.
+        ``user_id`` is the chat the reply lands in (a user, or a group or room id)."""
+        token = token or secrets.token_hex(16)
         with self._lock:
             self.reply_tokens[token] = {
                 "user": user_id,
@@ -189,6 +192,13 @@ class FakeLine:
             )
         for n, message in enumerate(messages):
             kind = message.get("type") if isinstance(message, dict) else None
+            quote = message.get("quoteToken") if isinstance(message, dict) else None
+            if quote is not None and (kind != "text" or not isinstance(quote, str) or not quote):
+                return line_error(
+                    400,
+                    "The request body has 1 error(s)",
+                    [{"message": "invalid quote token", "property": f"messages[{n}].quoteToken"}],
+                )
             if kind == "text":
                 text = message.get("text")
                 if not isinstance(text, str) or not text:

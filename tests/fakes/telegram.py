@@ -37,6 +37,19 @@ def _ok(result: Any) -> JSONResponse:
     return JSONResponse({"ok": True, "result": result})
 
 
+def _check_placement(params: dict[str, Any]) -> JSONResponse | None:
+    """``message_thread_id`` (a forum topic) and ``reply_parameters`` as the API types them."""
+    thread = params.get("message_thread_id")
+    if thread is not None and not (isinstance(thread, int) or str(thread).isdigit()):
+        return tg_error(400, "Bad Request: message thread not found")
+    reply = params.get("reply_parameters")
+    if reply is not None and not (
+        isinstance(reply, dict) and isinstance(reply.get("message_id"), int)
+    ):
+        return tg_error(400, "Bad Request: can't parse reply parameters JSON object")
+    return None
+
+
 class FakeTelegram:
     """The Bot API methods the product uses, with the real API's error shapes."""
 
@@ -100,9 +113,16 @@ class FakeTelegram:
             "X-Telegram-Bot-Api-Secret-Token": self.webhook_secret,
         }
 
-    def add_file(self, data: bytes, mime: str = "audio/ogg", kind: str = "voice") -> str:
-        """Host a file; returns its file_id for an update."""
-        file_id = "AwACAgIAAxkBAA" + secrets.token_urlsafe(24)
+    def add_file(
+        self,
+        data: bytes,
+        mime: str = "audio/ogg",
+        kind: str = "voice",
+        *,
+        file_id: str | None = None,
+    ) -> str:
+        """Host a file; returns its file_id for an update (``file_id`` to choose it)."""
+        file_id = file_id or "AwACAgIAAxkBAA" + secrets.token_urlsafe(24)
         extension = {"audio/ogg": "oga", "image/jpeg": "jpg", "image/png": "png"}.get(mime, "bin")
         path = f"{kind}/file_{len(self.files)}.{extension}"
         with self._lock:
@@ -254,6 +274,8 @@ class FakeTelegram:
         chat_id, error = self._chat(params)
         if error is not None:
             return error
+        if (bad := _check_placement(params)) is not None:
+            return bad
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             return tg_error(400, "Bad Request: message text is empty")

@@ -279,6 +279,13 @@ class FakeWhatsApp:
         to = body.get("to") or body.get("recipient")
         if not isinstance(to, str) or not to:
             return JSONResponse(graph_error(100, "(#100) The parameter to is required."), 400)
+        if body.get("recipient_type", "individual") not in ("individual", "group"):
+            return JSONResponse(graph_error(100, "(#100) Invalid parameter recipient_type"), 400)
+        context = body.get("context")
+        if context is not None and not str((context or {}).get("message_id", "")).startswith(
+            "wamid."
+        ):
+            return JSONResponse(graph_error(100, "(#100) Invalid parameter context"), 400)
         kind = body.get("type", "text")
         if kind == "text":
             text = (body.get("text") or {}).get("body")

@@ -69,6 +69,22 @@ async def test_claim_respects_channels_and_done(engine: AsyncEngine) -> None:
     assert (await rows(engine))[0].status == DONE
 
 
+async def test_a_claim_for_one_learner_and_their_unfinished_items(engine: AsyncEngine) -> None:
+    """The terminal chat claims only its learner's events, counts what a failed run left
+    and can drop it (a live worker's item is left alone)."""
+    inbox = Inbox(engine)
+    await inbox.put_many([event(1, user="a"), event(2, user="b"), event(3, user="b")])
+    item = await inbox.claim("w1", 30, CHANNELS, order_key="telegram:b")
+    assert item is not None and item.event.user_id == "b"
+    assert await inbox.claim("w1", 30, CHANNELS, order_key="telegram:b") is None  # in order
+    assert (await inbox.unfinished("telegram:b"), await inbox.unfinished("telegram:a")) == (2, 1)
+    assert await inbox.drop_unfinished("telegram:b", "dropped by the learner") == 1  # item 3
+    assert await inbox.done(item)
+    statuses = {r.dedupe_key: (r.status, r.last_error) for r in await rows(engine)}
+    assert statuses["telegram:3"] == (DEAD, "dropped by the learner")
+    assert statuses["telegram:1"] == (PENDING, None)
+
+
 async def test_one_learner_in_order_never_two_at_once(engine: AsyncEngine) -> None:
     inbox = Inbox(engine)
     await inbox.put(event(1, user="a"))

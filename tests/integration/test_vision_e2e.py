@@ -249,6 +249,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             chat_model="gpt-chat-test",
             vision_model="gpt-vision-test",
             image_max_side=MAX_SIDE,
+            photo_set_window_seconds=0.2,  # a WhatsApp photo waits this long for a burst
             retry_base_seconds=0.2,
             max_attempts=3,
             worker_concurrency=2,
@@ -643,7 +644,7 @@ def test_photo_becomes_a_lesson(stack: Stack, channel: Adapter, real_photo: byte
     assert sent.body["model"] == stack.config.vision_model
     assert sent.image.format == "JPEG" and sent.image.mode == "RGB"
     assert max(sent.image.size) <= stack.config.image_max_side
-    assert sent.image.size == (2048, 1365)  # downscaled, aspect kept
+    assert sent.image.size == (1152, 768)  # the model's rule: long <= 2048, short <= 768
     assert len(sent.jpeg) < len(real_photo) and sent.jpeg != real_photo  # re-encoded
     assert len(sent.jpeg) <= 20 * MIB
     if channel.captions:
@@ -652,7 +653,7 @@ def test_photo_becomes_a_lesson(stack: Stack, channel: Adapter, real_photo: byte
         assert sent.text.strip() and CAPTION not in json.dumps(sent.body, ensure_ascii=False)
     # The texture made it through: the gradient runs dark (top left) to light (bottom right).
     rgb = sent.image.convert("RGB")
-    top_left, bottom_right = rgb.getpixel((20, 20)), rgb.getpixel((2020, 1340))
+    top_left, bottom_right = rgb.getpixel((20, 20)), rgb.getpixel((1130, 748))
     assert sum(bottom_right) - sum(top_left) > 400
 
 
@@ -677,7 +678,7 @@ def test_telegram_uses_the_largest_photo_size_within_the_bot_limit(
     assert telegram.get_file_ids() == [medium["file_id"]]
     telegram.check_download(Upload(key, medium["file_id"]))
     sent = vision_request(stack.ai)
-    assert sent.image.size == (1280, 853)  # the medium size, not upscaled
+    assert sent.image.size == (1152, 768)  # the medium size (1280x853) at the 768 px rule
     assert sent.text == CAPTION
 
 
@@ -691,7 +692,7 @@ def test_telegram_image_sent_as_a_document_is_a_photo(
         telegram, user, png, lesson, mime="image/png", filename="screenshot.png", as_document=True
     )
     telegram.check_download(upload)
-    assert sent.image.format == "JPEG" and sent.image.size == (2048, 1365)
+    assert sent.image.format == "JPEG" and sent.image.size == (1152, 768)
     assert sent.text == CAPTION
     [(media,)] = stack.query(
         "SELECT media FROM turns WHERE learner_id = ? AND direction = 'in' AND modality = 'image'",
@@ -905,7 +906,7 @@ def test_no_file_is_written_while_a_photo_is_processed(
         _, sent = send_photo(channel, user, real_photo, lesson)
         cut = channel.post_image(user, bad.data, mime=bad.mime, as_document=bad.as_document)
         stack.wait_done(cut.key)
-    assert sent.image.size == (2048, 1365)  # the photo really went through the pipeline
+    assert sent.image.size == (1152, 768)  # the photo really went through the pipeline
     assert channel.replies(user)[-1] == problem_phrase(IMAGE_TRUNCATED, channel.lang)
     assert watch.writes() == []
     assert watch.seen == set()
@@ -938,8 +939,8 @@ def test_stored_conversation_keeps_only_the_image_meta(
     assert (meta["format"], meta["size"]) == ("JPEG", len(real_photo))
     assert (meta["width"], meta["height"]) == (3000, 2000)
     assert (meta["sent_width"], meta["sent_height"], meta["sent_size"]) == (
-        2048,
-        1365,
+        1152,
+        768,
         len(sent.jpeg),
     )
     assert [r[2] for r in rows if r[0] == "out"][-1] == lesson

@@ -233,7 +233,9 @@ def test_malformed_but_signed_is_400(stack: Stack, channel: str, body: bytes) ->
 
 
 def test_telegram_update_without_message_is_acknowledged(stack: Stack) -> None:
-    body = telegram_body({"update_id": 900009, "edited_message": {"message_id": 1, "text": "x"}})
+    sender = {"id": 7, "is_bot": False, "first_name": "A"}
+    callback = {"id": "4382", "from": sender, "chat_instance": "-53", "data": "x"}
+    body = telegram_body({"update_id": 900009, "callback_query": callback})
     before = stack.count()
     assert post(stack, "telegram", body, stack.signed("telegram", body)).status_code == 200
     assert stack.count() == before
@@ -315,14 +317,13 @@ def test_concurrent_redeliveries_store_once_on_postgres(postgres_url: str) -> No
     """The dedupe happens in the insert itself, so racing deliveries on PostgreSQL store one."""
     from sqlalchemy import text
 
-    from languagebuddy.store.db import create_all, make_engine
+    from languagebuddy.store.db import make_engine
+    from languagebuddy.store.migrate import upgrade
     from tests.conftest import _reset_postgres
 
     async def prepare() -> None:
         await _reset_postgres(postgres_url)
-        engine = make_engine(postgres_url)
-        await create_all(engine)
-        await engine.dispose()
+        await upgrade(postgres_url)
 
     async def rows() -> list[str]:
         engine = make_engine(postgres_url)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, VerificationError
+from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VerificationError
 from languagebuddy.channels.http import MediaTooLarge, RetryPolicy
 from languagebuddy.channels.line import LineChannel, retry_key
 from languagebuddy.config import Settings
@@ -264,7 +264,7 @@ async def test_download_not_ready_too_large_missing(
         await channel.download(event(kind=Kind.VOICE, media_id="555"))
     assert (pending.value.retryable, pending.value.code) == (True, "not_ready")
     big = fake.add_content(b"x" * 5000, "audio/x-m4a")
-    small = LineChannel(settings, max_media_bytes=1000)
+    small = LineChannel(settings, media_limits=MediaLimits(1000, 1000))
     with pytest.raises(MediaTooLarge):
         await small.download(event(kind=Kind.VOICE, media_id=big))
     await small.aclose()

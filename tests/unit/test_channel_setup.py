@@ -31,7 +31,7 @@ def test_describe_webhooks_lists_every_url() -> None:
         "my-verify-token",
         "'messages'",
         "https://buddy.example.com/webhooks/telegram",
-        "['message']",
+        "['message', 'edited_message', 'message_reaction']",
         "https://buddy.example.com/webhooks/line",
         "Use webhook",
         "https://buddy.example.com/calls/telnyx/webhook",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, VerificationError
+from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VerificationError
 from languagebuddy.channels.http import MediaTooLarge, RetryPolicy
 from languagebuddy.channels.setup import check_channels, register_telegram
 from languagebuddy.channels.telegram import TelegramChannel
@@ -138,7 +139,8 @@ def test_parse_unsupported(channel: TelegramChannel, fields: dict, kind: str) ->
 
 
 def test_parse_ignores_other_updates(channel: TelegramChannel) -> None:
-    assert channel.parse(b'{"update_id": 5, "edited_message": {"text": "x"}}') == []
+    callback = {"id": "4382", "from": {"id": 7, "is_bot": False, "first_name": "A"}, "data": "x"}
+    assert channel.parse(json.dumps({"update_id": 5, "callback_query": callback}).encode()) == []
     assert channel.parse(telegram_body(telegram_update({"new_chat_title": "x"}))) == []
 
 
@@ -254,7 +256,7 @@ async def test_download_limits(
     with pytest.raises(MediaTooLarge):
         await channel.download(event(kind=Kind.IMAGE, media_id="x", media_size=21 * 1024 * 1024))
     file_id = fake.add_file(b"x" * 4096, "image/jpeg", kind="photos")
-    small = TelegramChannel(settings, max_media_bytes=1000)
+    small = TelegramChannel(settings, media_limits=MediaLimits(1000, 1000))
     with pytest.raises(MediaTooLarge):
         await small.download(event(kind=Kind.IMAGE, media_id=file_id))
     await small.aclose()
@@ -269,7 +271,7 @@ async def test_register_and_check(settings: Settings, fake: FakeTelegram) -> Non
     assert fake.webhook == {
         "url": "https://buddy.example.com/webhooks/telegram",
         "secret_token": "fake-telegram-secret",
-        "allowed_updates": ["message"],
+        "allowed_updates": ["message", "edited_message", "message_reaction"],
         "drop_pending_updates": False,
     }
     results = dict((name, (ok, detail)) for name, ok, detail in await check_channels(settings))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from languagebuddy.channels.base import BadPayload, DeliveryError, VerificationError
+from languagebuddy.channels.base import BadPayload, DeliveryError, MediaLimits, VerificationError
 from languagebuddy.channels.http import MediaTooLarge, RetryPolicy
 from languagebuddy.channels.whatsapp import WhatsAppChannel
 from languagebuddy.config import Settings
@@ -151,7 +151,7 @@ def test_parse_media_and_unsupported(channel: WhatsAppChannel) -> None:
     [voice] = channel.parse(whatsapp_audio_webhook("222"))
     assert (voice.kind, voice.media_id, voice.extra["voice"]) == (Kind.VOICE, "222", True)
     assert voice.media_mime == "audio/ogg; codecs=opus"
-    for kind in ("sticker", "video", "location", "reaction"):
+    for kind in ("sticker", "video", "location"):
         [ev] = channel.parse(whatsapp_unsupported_webhook(kind))
         assert (ev.kind, ev.unsupported_type) == (Kind.UNSUPPORTED, kind)
     [doc] = channel.parse(
@@ -334,7 +334,7 @@ async def test_download_two_steps(channel: WhatsAppChannel, fake: FakeWhatsApp) 
 
 async def test_download_too_large(fake: FakeWhatsApp, settings: Settings) -> None:
     media_id = fake.add_media(b"x" * 2048, "image/jpeg")
-    ch = WhatsAppChannel(settings, max_media_bytes=1024)
+    ch = WhatsAppChannel(settings, media_limits=MediaLimits(1024, 1024))
     with pytest.raises(MediaTooLarge) as info:
         await ch.download(event(kind=Kind.IMAGE, media_id=media_id))
     await ch.aclose()

@@ -71,3 +71,26 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config() -> None:
         "configuration error: DATABASE_URL: must start with sqlite+aiosqlite:// or "
         "postgresql+asyncpg:// (set DATABASE_URL in the environment or .env)"
     ]
+
+
+def test_openai_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank key (as .env.example ships it) is no key; the base URL must be a URL."""
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")
+    settings = load_settings()
+    assert settings.openai_api_key is None
+    assert settings.openai_base_url == "http://127.0.0.1:8080/v1"
+    for bad in ("api.openai.com/v1", "ftp://host/v1", "https:///v1", "https://h/v1?x=1"):
+        monkeypatch.setenv("OPENAI_BASE_URL", bad)
+        with pytest.raises(ConfigError, match=r"^OPENAI_BASE_URL: must"):
+            load_settings()
+
+
+def test_listen_address_defaults_to_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOST", "somewhere")  # generic names some platforms set are not ours
+    monkeypatch.setenv("PORT", "1")
+    settings = load_settings()
+    assert (settings.serve_host, settings.serve_port) == ("127.0.0.1", 8000)
+    monkeypatch.setenv("LB_HOST", "0.0.0.0")
+    monkeypatch.setenv("LB_PORT", "9000")
+    assert (load_settings().serve_host, load_settings().serve_port) == ("0.0.0.0", 9000)

@@ -206,8 +206,9 @@ def test_type_comes_from_the_bytes_not_the_name_or_mime_type() -> None:
 def test_big_images_are_downscaled_with_aspect_kept(
     fmt: str, size: tuple[int, int], max_side: int
 ) -> None:
+    """The long-side rule alone (``max_short_side=None``)."""
     data = encode(photo(*size), fmt)
-    prepared = prepare_image(data, max_side=max_side)
+    prepared = prepare_image(data, max_side=max_side, max_short_side=None)
     out = decoded(prepared)
     assert (prepared.width, prepared.height) == out.size
     assert max(out.size) <= max_side
@@ -220,8 +221,34 @@ def test_big_images_are_downscaled_with_aspect_kept(
 def test_twelve_megapixel_jpeg_is_decoded_at_half_size_and_not_resized_up(
     twelve_mp_jpeg: bytes,
 ) -> None:
-    prepared = prepare_image(twelve_mp_jpeg)
+    prepared = prepare_image(twelve_mp_jpeg, max_short_side=None)
     assert (prepared.width, prepared.height) == (2000, 1500)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "expected"),
+    [
+        ("WEBP", (2000, 1500), (1024, 768)),  # the short side decides
+        ("PNG", (3000, 1000), (2048, 683)),  # the long side decides
+        ("PNG", (1000, 800), (960, 768)),
+        ("PNG", (8000, 1000), (2048, 256)),  # a panorama
+        ("PNG", (700, 500), (700, 500)),  # within both: untouched
+        ("WEBP", (1200, 2600), (768, 1664)),  # portrait
+    ],
+)
+def test_the_vision_models_rule_long_2048_short_768(
+    fmt: str, size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    prepared = prepare_image(encode(photo(*size), fmt))
+    assert (prepared.width, prepared.height) == decoded(prepared).size == expected
+
+
+def test_twelve_megapixel_jpeg_under_the_models_rule(twelve_mp_jpeg: bytes) -> None:
+    """DCT scaling (1/4: 1000x750) may stop short of 768 px, by at most a quarter."""
+    prepared = prepare_image(twelve_mp_jpeg)
+    assert max(prepared.width, prepared.height) <= 2048
+    assert 0.75 * 768 <= min(prepared.width, prepared.height) <= 768
+    assert prepared.width / prepared.height == pytest.approx(4 / 3, rel=0.01)
 
 
 def test_small_images_are_not_upscaled() -> None:

@@ -105,7 +105,10 @@ def map_error(exc: openai.OpenAIError, kind: str) -> Exception:
             # A wrong or revoked key: the operator must fix it, the learner gets an apology.
             MODEL_CALLS.labels(kind, "auth_error").inc()
             log.error("openai.auth_failed", status=status, request_id=exc.request_id)
-            return ModelUnavailable("model provider refused the API key", retry_after=retry_after)
+            return ModelUnavailable(
+                f"model provider refused the API key ({status}): check OPENAI_API_KEY",
+                retry_after=retry_after,
+            )
         if status >= 500 or status in (408, 409):
             MODEL_CALLS.labels(kind, "server_error").inc()
             return ModelUnavailable(f"model provider error {status}", retry_after=retry_after)

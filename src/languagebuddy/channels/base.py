@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from languagebuddy.errors import DeliveryError
-from languagebuddy.events import InboundEvent, Media, OutboundPart
+from languagebuddy.events import InboundEvent, Kind, Media, OutboundPart
 
 __all__ = [
+    "OUR_AUDIO_BYTES",
+    "OUR_IMAGE_BYTES",
     "BadPayload",
     "Channel",
     "DeliveryError",
@@ -24,6 +26,13 @@ __all__ = [
     "VoiceFormat",
     "json_object",
 ]
+
+MB = 1024 * 1024
+# What the service can use, whatever a platform allows: the vision model takes images up to
+# 20 MB, the transcription endpoint files up to 25 MB. A channel's limits are the lower of these
+# and the platform's own.
+OUR_IMAGE_BYTES = 20 * MB
+OUR_AUDIO_BYTES = 25 * MB
 
 # The container a channel's voice replies are encoded in: OGG/Opus renders as a voice note on
 # WhatsApp and Telegram; LINE plays M4A (AAC).
@@ -46,6 +55,10 @@ class MediaLimits:
 
     image_bytes: int
     audio_bytes: int
+
+    def for_kind(self, kind: Kind) -> int:
+        """The limit that applies to an event's media (audio for voice, else image)."""
+        return self.audio_bytes if kind is Kind.VOICE else self.image_bytes
 
 
 class VerificationError(Exception):
@@ -86,12 +99,21 @@ class Channel(Protocol):
     # True: one free reply per learner message, later messages are billed (LINE's reply
     # token); the pipeline then sends a reply's text and voice note together, in one send.
     single_reply: bool
+    # True: photos sent together carry an album id (so a photo without one is alone and is
+    # answered at once); False: a burst of photos is only recognised by waiting for it.
+    marks_photo_sets: bool
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Raise VerificationError unless the raw body carries a valid signature/secret."""
 
     def parse(self, body: bytes) -> list[InboundEvent]:
         """Turn a verified body into events (possibly several, possibly none)."""
+
+    async def addressed(self, event: InboundEvent) -> bool | None:
+        """For a group message: settle what ``parse`` could not tell alone, such as a mention
+        of the buddy by a name that only the platform's API knows. True: it is for the buddy;
+        False: it is for someone else (a command for another bot); None: no opinion (the
+        pipeline then looks for one of the buddy's commands or a reply to the buddy)."""
 
     async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
         """Show that the buddy is working (best effort: never raises); ``voice``: the reply

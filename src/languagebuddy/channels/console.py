@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from languagebuddy.channels.base import (
+    OUR_AUDIO_BYTES,
+    OUR_IMAGE_BYTES,
     BadPayload,
     DeliveryError,
     MediaLimits,
     MediaRef,
     VoiceFormat,
 )
-from languagebuddy.channels.http import MAX_MEDIA_BYTES
 from languagebuddy.events import InboundEvent, Media, OutboundPart
 
 _EXTENSIONS = {"audio/ogg": "ogg", "audio/mp4": "m4a", "audio/mpeg": "mp3"}
@@ -29,7 +30,11 @@ class ConsoleChannel:
     typing_interval = None
     voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
     single_reply = False
-    media_limits = MediaLimits(image_bytes=MAX_MEDIA_BYTES, audio_bytes=MAX_MEDIA_BYTES)
+    media_limits = MediaLimits(image_bytes=OUR_IMAGE_BYTES, audio_bytes=OUR_AUDIO_BYTES)
+    marks_photo_sets = True  # one file per command
+
+    async def addressed(self, event: InboundEvent) -> bool | None:
+        return True  # the terminal is a private chat
 
     def __init__(
         self, write: Callable[[str], None] = print, *, voice_dir: Path | None = None

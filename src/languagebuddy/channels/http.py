@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -22,8 +23,6 @@ from languagebuddy.metrics import PLATFORM_CALLS
 
 log = get_logger(__name__)
 
-# A learner's file is held in memory only; anything bigger is refused while streaming.
-MAX_MEDIA_BYTES = 25 * 1024 * 1024
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
 
 
@@ -32,8 +31,19 @@ class MediaTooLarge(DeliveryError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"media larger than {limit // (1024 * 1024)} MB", retryable=False, code="too_large"
+            f"media larger than {limit / (1024 * 1024):g} MB", retryable=False, code="too_large"
         )
+
+
+def refuse_oversize(declared: object, limit: int) -> None:
+    """Raise ``MediaTooLarge`` when the size the platform declares (an int, or a numeric
+    string as Meta sends it) is over ``limit``: the file is refused without fetching it."""
+    if isinstance(declared, bool):
+        return
+    if isinstance(declared, str) and declared.strip().isdigit():
+        declared = int(declared)
+    if isinstance(declared, int) and declared > limit:
+        raise MediaTooLarge(limit)
 
 
 @dataclass(frozen=True)
@@ -182,28 +192,133 @@ async def download_limited(
     try:
         async with client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
-                await response.aread()
-                error = classify(response)
-                if error is None and response.status_code >= 300:
-                    error = status_error(channel, response, code=None, message="download failed")
+                error = await _refusal(response, channel, classify, "download failed")
                 if error is not None:
-                    PLATFORM_CALLS.labels(channel, "download", "error").inc()
                     raise error
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > limit:
-                raise MediaTooLarge(limit)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise MediaTooLarge(limit)
-                chunks.append(chunk)
-            mime = response.headers.get("content-type")
+            return await _read_limited(response, limit, channel)
     except httpx.HTTPError as exc:
-        PLATFORM_CALLS.labels(channel, "download", "network").inc()
-        raise DeliveryError(
-            f"{channel} download: {type(exc).__name__}", retryable=True, code="network"
-        ) from exc
+        raise _network_error(channel, exc) from exc
+
+
+async def _refusal(
+    response: httpx.Response,
+    channel: str,
+    classify: Callable[[httpx.Response], DeliveryError | None],
+    message: str,
+) -> DeliveryError | None:
+    """The error a download's non-200 answer means (counted), or None for a 2xx to read."""
+    await response.aread()
+    error = classify(response)
+    if error is None and response.status_code >= 300:
+        error = status_error(channel, response, code=None, message=message)
+    if error is not None:
+        PLATFORM_CALLS.labels(channel, "download", "error").inc()
+    return error
+
+
+def _network_error(channel: str, exc: httpx.HTTPError) -> DeliveryError:
+    PLATFORM_CALLS.labels(channel, "download", "network").inc()
+    return DeliveryError(
+        f"{channel} download: {type(exc).__name__}", retryable=True, code="network"
+    )
+
+
+async def _read_limited(
+    response: httpx.Response, limit: int, channel: str
+) -> tuple[bytes, str | None]:
+    """The body of a 200, refused by its Content-Length before any of it is read, or as soon
+    as the bytes that arrive pass ``limit``."""
+    refuse_oversize(response.headers.get("content-length"), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise MediaTooLarge(limit)
+        chunks.append(chunk)
+    mime = response.headers.get("content-type")
     PLATFORM_CALLS.labels(channel, "download", "ok").inc()
     return b"".join(chunks), mime.split(";")[0].strip() if mime else None
+
+
+# --- media a platform only points at (LINE's contentProvider "external") ---------------------
+
+MAX_REDIRECTS = 3
+
+
+class RefusedUrl(DeliveryError):
+    """A media URL we will not fetch (not https, a private address, credentials in it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"media URL refused: {reason}", retryable=False, code="refused_url")
+
+
+def make_external_client() -> httpx.AsyncClient:
+    """A client for third-party media hosts: no base URL, no default headers (so no platform
+    token can ever reach them) and redirects checked one by one by ``download_external``."""
+    return httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+
+
+def check_external_url(url: str, http_hosts: Collection[str] = ()) -> httpx.URL:
+    """The URL, if it may be fetched: https to a public host. ``http_hosts`` (``host`` or
+    ``host:port``, from LB_EXTERNAL_MEDIA_HTTP_HOSTS, empty by default) may also be reached over
+    plain http and at private addresses, for a self-hosted content server."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise RefusedUrl("not a URL") from exc
+    host = (parsed.host or "").lower()
+    if not host:
+        raise RefusedUrl("no host")
+    if parsed.userinfo:
+        raise RefusedUrl("credentials in the URL")
+    listed = host in http_hosts or f"{host}:{parsed.port}" in http_hosts
+    if parsed.scheme == "http" and listed:
+        return parsed
+    if parsed.scheme != "https":
+        raise RefusedUrl(f"{parsed.scheme or 'no'} scheme, https only")
+    if not listed and _private_host(host):
+        raise RefusedUrl("a private or local address")
+    return parsed
+
+
+def _private_host(host: str) -> bool:
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name; what it resolves to is the resolver's business
+    return not address.is_global
+
+
+def _any_failure(response: httpx.Response) -> DeliveryError | None:
+    return None  # a third party's errors: by HTTP status alone (``_refusal``)
+
+
+async def download_external(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    channel: str,
+    limit: int,
+    http_hosts: Collection[str] = (),
+) -> tuple[bytes, str | None]:
+    """GET a third party's media URL into memory with the same limits as a platform download.
+    Every hop of a redirect is checked like the URL itself; no credentials are sent."""
+    target = check_external_url(url, http_hosts)
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            async with client.stream("GET", target) as response:
+                if response.is_redirect:
+                    location = response.headers.get("location") or ""
+                    target = check_external_url(str(target.join(location)), http_hosts)
+                    continue
+                if response.status_code != 200:
+                    error = await _refusal(response, channel, _any_failure, "media unavailable")
+                    if error is not None:
+                        raise error
+                return await _read_limited(response, limit, channel)
+        except httpx.HTTPError as exc:
+            raise _network_error(channel, exc) from exc
+    raise RefusedUrl("too many redirects")

@@ -6,6 +6,11 @@ derived from the caller's idempotency key, so a retried push is never delivered 
 
 Voice replies need an HTTPS URL LINE can fetch (``/media/{token}``); pass ``host_media`` to
 enable them. Without it a voice part is sent as its text (if any), never dropped silently.
+
+Media from an external provider (``contentProvider.type = "external"``) is not served by the
+content API: it is fetched from its ``originalContentUrl`` (https, a public host, no LINE token,
+the same size limits). In groups and rooms the learner is the sender and only a mention of the
+buddy, a quote of one of its messages or a command is kept; the rest is dropped before storing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 import httpx
 
 from languagebuddy.channels.base import (
+    OUR_AUDIO_BYTES,
+    OUR_IMAGE_BYTES,
     BadPayload,
     DeliveryError,
     MediaLimits,
@@ -31,13 +38,14 @@ from languagebuddy.channels.base import (
     json_object,
 )
 from languagebuddy.channels.http import (
-    MAX_MEDIA_BYTES,
     RetryPolicy,
     call,
+    download_external,
     download_limited,
     header,
     json_or_none,
     make_client,
+    make_external_client,
     status_error,
 )
 from languagebuddy.channels.split import chunk, split_text
@@ -56,6 +64,9 @@ REPLY_TOKEN_TTL = 50.0  # LINE documents "about one minute"; leave a margin
 HOSTED_URL_TRUSTED_SECONDS = 10 * 60
 RETRY_KEY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://languagebuddy/line/retry-key")
 _UNSUPPORTED = {"sticker", "video", "file", "location"}
+# LINE documents no size limit for content it receives (its own image and audio messages take
+# 10 MB and 200 MB): ours apply.
+LIMITS = MediaLimits(image_bytes=OUR_IMAGE_BYTES, audio_bytes=OUR_AUDIO_BYTES)
 
 # (audio bytes, mime) -> public HTTPS URL that LINE can fetch, e.g. a signed /media/{token}.
 HostMedia = Callable[[bytes, str], Awaitable[str]]
@@ -111,6 +122,7 @@ class LineChannel:
     typing_interval = LOADING_SECONDS - 2.0  # renewed just before the animation ends
     voice_format: VoiceFormat = "m4a"
     single_reply = True  # the reply token: one free reply per event, pushes are billed
+    marks_photo_sets = True  # imageSet
 
     def __init__(
         self,
@@ -118,9 +130,10 @@ class LineChannel:
         *,
         client: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
-        max_media_bytes: int = MAX_MEDIA_BYTES,
+        media_limits: MediaLimits = LIMITS,
         host_media: HostMedia | None = None,
         clock: Callable[[], float] = time.time,
+        external_client: httpx.AsyncClient | None = None,
     ) -> None:
         self._secret = (settings.line_channel_secret or "").encode()
         token = settings.line_channel_access_token or ""
@@ -129,10 +142,12 @@ class LineChannel:
             settings.line_api_base_url, headers={"Authorization": f"Bearer {token}"}
         )
         self._retry = retry or RetryPolicy()
-        self._max_media = max_media_bytes
-        self.media_limits = MediaLimits(image_bytes=max_media_bytes, audio_bytes=max_media_bytes)
+        self.media_limits = media_limits
         self._host_media = host_media
         self._clock = clock
+        # Third-party hosts get a client of their own: the LINE token must never reach them.
+        self._external = external_client or make_external_client()
+        self._external_http_hosts = settings.external_http_hosts
 
     # --- inbound -------------------------------------------------------------------------
 
@@ -161,11 +176,15 @@ class LineChannel:
                 parsed.append(event)
         return parsed
 
+    async def addressed(self, event: InboundEvent) -> bool | None:
+        """Mentions of the buddy are marked ``isSelf`` in the webhook: nothing left to ask."""
+        return None
+
     # --- outbound ------------------------------------------------------------------------
 
     async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
         """The loading animation (one-to-one chats only; ends when our message arrives)."""
-        if event.extra.get("chat_id"):
+        if event.chat_id:
             return
         try:
             await call(
@@ -184,8 +203,14 @@ class LineChannel:
     async def send(
         self, event: InboundEvent, parts: list[OutboundPart], *, idempotency_key: str
     ) -> list[str]:
-        """Reply (fresh token) or push, five message objects per call."""
+        """Reply (fresh token) or push, five message objects per call. In a group the first
+        text quotes the learner's message, so it is clear whom the buddy answers."""
         messages = await self._messages(parts)
+        quote = event.extra.get("quote_token")
+        if event.chat_id and isinstance(quote, str) and quote:
+            first = next((m for m in messages if m.body["type"] == "text"), None)
+            if first is not None:
+                first.body["quoteToken"] = quote
         sent: list[str] = [""] * len(messages)
         # Replies are free and there is one per event: keep it for the reply itself.
         use_reply = self._reply_token_fresh(event) and not all(p.interim for p in parts)
@@ -255,7 +280,7 @@ class LineChannel:
         return _sent_ids(response, len(bodies))
 
     async def _push(self, event: InboundEvent, bodies: list[dict[str, Any]], key: str) -> list[str]:
-        target = event.extra.get("chat_id") or event.user_id
+        target = event.chat_id or event.user_id
         response = await call(
             NAME,
             "push",
@@ -270,16 +295,28 @@ class LineChannel:
         return _sent_ids(response, len(bodies))
 
     async def download(self, event: InboundEvent) -> Media:
-        """GET {data}/v2/bot/message/{id}/content (202 while audio is still transcoding)."""
+        """GET {data}/v2/bot/message/{id}/content (202 while audio is still transcoding), or
+        the provider's own URL for external content."""
         if not event.media_id:
             raise DeliveryError("line: event has no media", retryable=False, code="no_media")
-        data, mime = await download_limited(
-            self._client,
-            f"{self._data_base}/v2/bot/message/{event.media_id}/content",
-            channel=NAME,
-            limit=self._max_media,
-            classify=_classify_content,
-        )
+        limit = self.media_limits.for_kind(event.kind)
+        external = event.extra.get("content_url")
+        if isinstance(external, str):
+            data, mime = await download_external(
+                self._external,
+                external,
+                channel=NAME,
+                limit=limit,
+                http_hosts=self._external_http_hosts,
+            )
+        else:
+            data, mime = await download_limited(
+                self._client,
+                f"{self._data_base}/v2/bot/message/{event.media_id}/content",
+                channel=NAME,
+                limit=limit,
+                classify=_classify_content,
+            )
         return Media(data=data, mime_type=mime or event.media_mime)
 
     async def check(self) -> tuple[bool, str]:
@@ -297,6 +334,7 @@ class LineChannel:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._external.aclose()
 
 
 def _sent_ids(response: httpx.Response, count: int) -> list[str]:
@@ -323,51 +361,122 @@ def _delivered_parts(messages: list[_Message], sent: list[str], part_count: int)
 
 
 def _parse_event(raw: dict[str, Any], *, received_at: float) -> InboundEvent | None:
-    if raw.get("type") != "message" or raw.get("mode") == "standby":
-        return None  # follow/unfollow/postback…, or another module owns the chat
-    message = raw.get("message")
+    kind = raw.get("type")
+    if kind not in ("message", "unsend", "messageEdited") or raw.get("mode") == "standby":
+        return None  # follow, join, postback, beacon…: no learner turn; or another module's chat
     source = raw.get("source")
-    if not isinstance(message, dict) or not isinstance(source, dict):
-        raise BadPayload("message event without message/source")
-    user_id = source.get("userId")
+    if not isinstance(source, dict):
+        raise BadPayload(f"{kind} event without source")
+    fields = _fields(raw, source, received_at)
+    if kind == "unsend":
+        unsend = raw.get("unsend") if isinstance(raw.get("unsend"), dict) else {}
+        target = unsend.get("messageId")
+        if fields is None or not isinstance(target, str | int) or isinstance(target, bool):
+            return None
+        fields["event_id"] = fields["event_id"] or f"u{target}"
+        return InboundEvent(kind=Kind.DELETE, target_message_id=str(target), **fields)
+    message = raw.get("message")
+    if not isinstance(message, dict):
+        raise BadPayload(f"{kind} event without message")
     message_id = message.get("id")
-    if not isinstance(user_id, str) or not user_id or not isinstance(message_id, str | int):
+    if fields is None or not isinstance(message_id, str | int) or isinstance(message_id, bool):
         return None  # e.g. a group member who has not consented to share their id
+    fields["message_id"] = str(message_id)
+    if not fields["event_id"]:
+        edit = f":{fields['sent_at']}" if kind == "messageEdited" else ""
+        fields["event_id"] = f"{'e' if edit else 'm'}{message_id}{edit}"
+    if isinstance(message.get("quoteToken"), str):
+        fields["extra"]["quote_token"] = message["quoteToken"]
+    text = message.get("text") if isinstance(message.get("text"), str) else None
+    if kind == "messageEdited":  # edits arrive in any order: ``sent_at`` says which is last
+        if message.get("type") != "text" or text is None:
+            return None
+        return InboundEvent(kind=Kind.EDIT, target_message_id=str(message_id), text=text, **fields)
+    quoted = message.get("quotedMessageId")
+    fields["reply_to_message_id"] = str(quoted) if isinstance(quoted, str | int) else None
+    if fields["chat_id"]:
+        addressed = _mentions_the_buddy(message)
+        if not (addressed or fields["reply_to_message_id"] or (text or "").startswith("/")):
+            return None  # group talk between its members: not stored, not answered
+        fields["addressed"] = addressed or None
+    return _message_event(message, text, fields)
+
+
+def _fields(
+    raw: dict[str, Any], source: dict[str, Any], received_at: float
+) -> dict[str, Any] | None:
+    """What every event of a learner shares; None when the source names no learner."""
+    user_id = source.get("userId")
+    if not isinstance(user_id, str) or not user_id:
+        return None
     event_id = raw.get("webhookEventId")
     context = raw.get("deliveryContext") if isinstance(raw.get("deliveryContext"), dict) else {}
-    chat_id = source.get("groupId") or source.get("roomId")
-    fields: dict[str, Any] = {
+    chat_id = source.get("groupId") if source.get("type") == "group" else source.get("roomId")
+    timestamp = raw.get("timestamp")
+    return {
         "channel": NAME,
-        "event_id": str(event_id) if isinstance(event_id, str) and event_id else f"m{message_id}",
+        # Without a webhookEventId (old deliveries), see _fallback_id.
+        "event_id": str(event_id) if isinstance(event_id, str) and event_id else "",
         "user_id": user_id,
-        "message_id": str(message_id),
         "reply_token": raw.get("replyToken") if isinstance(raw.get("replyToken"), str) else None,
         "received_at": received_at,
+        "sent_at": timestamp / 1000
+        if isinstance(timestamp, int | float) and not isinstance(timestamp, bool)
+        else None,
+        "chat_id": chat_id if isinstance(chat_id, str) and chat_id else None,
         "extra": {
-            "redelivery": bool(context.get("isRedelivery")) if isinstance(context, dict) else False,
-            "chat_id": chat_id if isinstance(chat_id, str) else None,
-            "timestamp": raw.get("timestamp") if isinstance(raw.get("timestamp"), int) else None,
+            "redelivery": bool(context.get("isRedelivery")) if isinstance(context, dict) else False
         },
     }
+
+
+def _mentions_the_buddy(message: dict[str, Any]) -> bool:
+    mention = message.get("mention") if isinstance(message.get("mention"), dict) else {}
+    mentionees = mention.get("mentionees") if isinstance(mention, dict) else None
+    return any(
+        isinstance(m, dict) and m.get("isSelf") is True
+        for m in (mentionees if isinstance(mentionees, list) else [])
+    )
+
+
+def _message_event(
+    message: dict[str, Any], text: str | None, fields: dict[str, Any]
+) -> InboundEvent:
     kind = message.get("type")
+    message_id = fields["message_id"]
     if kind == "text":
-        text = message.get("text")
-        return InboundEvent(kind=Kind.TEXT, text=text if isinstance(text, str) else "", **fields)
+        return InboundEvent(kind=Kind.TEXT, text=text or "", **fields)
+    if kind in ("image", "audio"):
+        provider = message.get("contentProvider")
+        provider = provider if isinstance(provider, dict) else {}
+        url = provider.get("originalContentUrl")
+        if provider.get("type") == "external" and isinstance(url, str) and url:
+            fields["extra"]["content_url"] = url
     if kind == "image":
-        return InboundEvent(
-            kind=Kind.IMAGE, media_id=str(message_id), media_mime="image/jpeg", **fields
-        )
+        image_set = message.get("imageSet") if isinstance(message.get("imageSet"), dict) else {}
+        set_id = image_set.get("id") if isinstance(image_set, dict) else None
+        if isinstance(set_id, str) and set_id:
+            fields["album_id"] = set_id
+            fields["album_index"] = _positive(image_set.get("index"))
+            fields["album_size"] = _positive(image_set.get("total"))
+        return InboundEvent(kind=Kind.IMAGE, media_id=message_id, media_mime="image/jpeg", **fields)
     if kind == "audio":
         duration = message.get("duration")
         return InboundEvent(
             kind=Kind.VOICE,
-            media_id=str(message_id),
+            media_id=message_id,
             media_mime="audio/mp4",  # LINE audio content is M4A
-            media_duration_s=duration / 1000 if isinstance(duration, int | float) else None,
+            media_duration_s=duration / 1000
+            if isinstance(duration, int | float) and not isinstance(duration, bool)
+            else None,
             **fields,
         )
     return InboundEvent(
         kind=Kind.UNSUPPORTED,
-        unsupported_type=kind if kind in _UNSUPPORTED else "unknown",
+        unsupported_type=kind if isinstance(kind, str) and kind in _UNSUPPORTED else "unknown",
         **fields,
     )
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

@@ -2,6 +2,11 @@
 
 Learners are keyed by ``wa_id`` (their number without "+") when Meta sends it, else by the
 business-scoped user id (BSUID) that replaces it for users with a WhatsApp username.
+
+Not every message is a turn: reactions, deletions (``revoke``), edits and system notices become
+events the pipeline handles without a reply. In a group (``group_id``) the learner is the sender
+and only a command or a reply to the buddy is kept; the rest of the group's talk is dropped here,
+before anything is stored.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from typing import Any
 import httpx
 
 from languagebuddy.channels.base import (
+    MB,
+    OUR_AUDIO_BYTES,
+    OUR_IMAGE_BYTES,
     BadPayload,
     DeliveryError,
     MediaLimits,
@@ -24,7 +32,6 @@ from languagebuddy.channels.base import (
     json_object,
 )
 from languagebuddy.channels.http import (
-    MAX_MEDIA_BYTES,
     RetryPolicy,
     call,
     download_limited,
@@ -32,6 +39,7 @@ from languagebuddy.channels.http import (
     json_or_none,
     make_client,
     parse_retry_after,
+    refuse_oversize,
     status_error,
 )
 from languagebuddy.channels.split import split_text
@@ -43,6 +51,12 @@ log = get_logger(__name__)
 
 NAME = "whatsapp"
 UPLOAD_KEPT_SECONDS = 29 * 86_400
+# Meta's media limits (Cloud API "supported media types"): images 5 MB, audio 16 MB, documents
+# 100 MB. A photo sent as a document is an image under the document limit (and ours).
+LIMITS = MediaLimits(
+    image_bytes=min(5 * MB, OUR_IMAGE_BYTES), audio_bytes=min(16 * MB, OUR_AUDIO_BYTES)
+)
+DOCUMENT_IMAGE_BYTES = min(100 * MB, OUR_IMAGE_BYTES)
 # Graph error codes that mean "slow down" even when the HTTP status is 400.
 _RATE_LIMIT_CODES = {4, 80007, 130429, 131048, 131056}
 _RETRYABLE_CODES = _RATE_LIMIT_CODES | {1, 2, 131000, 131016}
@@ -52,9 +66,7 @@ _UNSUPPORTED_TYPES = {
     "document",
     "location",
     "contacts",
-    "reaction",
     "order",
-    "system",
     "unsupported",
     "unknown",
 }
@@ -95,6 +107,7 @@ class WhatsAppChannel:
     typing_interval = 20.0  # Meta drops the indicator after 25 s or at our reply
     voice_format: VoiceFormat = "ogg_opus"
     single_reply = False
+    marks_photo_sets = False  # a burst of photos is separate messages
 
     def __init__(
         self,
@@ -102,7 +115,7 @@ class WhatsAppChannel:
         *,
         client: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
-        max_media_bytes: int = MAX_MEDIA_BYTES,
+        media_limits: MediaLimits = LIMITS,
     ) -> None:
         self._token = settings.whatsapp_access_token or ""
         self._phone_number_id = settings.whatsapp_phone_number_id or ""
@@ -113,8 +126,7 @@ class WhatsAppChannel:
             headers={"Authorization": f"Bearer {self._token}"},
         )
         self._retry = retry or RetryPolicy()
-        self._max_media = max_media_bytes
-        self.media_limits = MediaLimits(image_bytes=max_media_bytes, audio_bytes=max_media_bytes)
+        self.media_limits = media_limits
 
     # --- inbound -------------------------------------------------------------------------
 
@@ -158,6 +170,10 @@ class WhatsAppChannel:
                     continue
                 events.extend(_parse_value(value))
         return events
+
+    async def addressed(self, event: InboundEvent) -> bool | None:
+        """A group message kept by ``parse`` is a command or a reply: the pipeline decides."""
+        return None
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -203,10 +219,16 @@ class WhatsAppChannel:
                 raise
         return ids
 
-    def _recipient(self, event: InboundEvent) -> dict[str, str]:
+    def _recipient(self, event: InboundEvent) -> dict[str, Any]:
+        if event.chat_id:
+            # A group: answer there, quoting the learner's message so it is clearly theirs.
+            target: dict[str, Any] = {"recipient_type": "group", "to": event.chat_id}
+            if event.message_id:
+                target["context"] = {"message_id": event.message_id}
+            return target
         if _is_wa_id(event.user_id):
-            return {"to": event.user_id}
-        return {"recipient": event.user_id}
+            return {"recipient_type": "individual", "to": event.user_id}
+        return {"recipient_type": "individual", "recipient": event.user_id}
 
     async def _post_message(self, body: dict[str, Any], method: str) -> str:
         response = await call(
@@ -227,7 +249,6 @@ class WhatsAppChannel:
     async def _send_text(self, event: InboundEvent, text: str) -> str:
         body = {
             "messaging_product": "whatsapp",
-            "recipient_type": "individual",
             **self._recipient(event),
             "type": "text",
             "text": {"preview_url": False, "body": text},
@@ -247,7 +268,6 @@ class WhatsAppChannel:
         )
         body = {
             "messaging_product": "whatsapp",
-            "recipient_type": "individual",
             **self._recipient(event),
             "type": "audio",
             "audio": {"id": media_id},
@@ -275,10 +295,19 @@ class WhatsAppChannel:
             raise DeliveryError("whatsapp: upload answered without an id", retryable=False)
         return str(data_json["id"])
 
+    def _limit(self, event: InboundEvent) -> int:
+        if event.kind is Kind.IMAGE and event.extra.get("document"):
+            return DOCUMENT_IMAGE_BYTES
+        return self.media_limits.for_kind(event.kind)
+
     async def download(self, event: InboundEvent) -> Media:
-        """GET /{MEDIA_ID} for a short-lived URL, then GET the URL (both with the token)."""
+        """GET /{MEDIA_ID} for a short-lived URL, then GET the URL (both with the token). The
+        lookup states the file's size: an oversize file is refused before its bytes are asked
+        for (and while streaming, should the lookup be wrong)."""
         if not event.media_id:
             raise DeliveryError("whatsapp: event has no media", retryable=False, code="no_media")
+        limit = self._limit(event)
+        refuse_oversize(event.media_size, limit)
         response = await call(
             NAME,
             "media_info",
@@ -289,13 +318,9 @@ class WhatsAppChannel:
         info = json_or_none(response)
         if not isinstance(info, dict) or not isinstance(info.get("url"), str):
             raise DeliveryError("whatsapp: media info without url", retryable=False)
-        size = str(info.get("file_size") or "")
-        if size.isdigit() and int(size) > self._max_media:
-            from languagebuddy.channels.http import MediaTooLarge
-
-            raise MediaTooLarge(self._max_media)
+        refuse_oversize(info.get("file_size"), limit)
         data, mime = await download_limited(
-            self._client, info["url"], channel=NAME, limit=self._max_media, classify=classify
+            self._client, info["url"], channel=NAME, limit=limit, classify=classify
         )
         return Media(data=data, mime_type=info.get("mime_type") or mime or event.media_mime)
 
@@ -383,8 +408,8 @@ def _parse_message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> I
     if not message_id or not user_id:
         return None
     kind_name = _str(message.get("type")) or "unknown"
-    content = message.get(kind_name)
-    content = content if isinstance(content, dict) else {}
+    content = _dict(message.get(kind_name))
+    context = _dict(message.get("context"))
     fields: dict[str, Any] = {
         "channel": NAME,
         "event_id": message_id,
@@ -392,8 +417,41 @@ def _parse_message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> I
         "user_id": user_id,
         "phone_e164": phone,
         "display_name": name,
-        "extra": {"timestamp": _str(message.get("timestamp"))},
+        "sent_at": _timestamp(message.get("timestamp")),
+        "chat_id": _str(message.get("group_id")),
+        "reply_to_message_id": _str(context.get("id")),
+        "forwarded": bool(context.get("forwarded") or context.get("frequently_forwarded")),
     }
+    if kind_name == "reaction":  # an empty or missing emoji takes the reaction back
+        return _act_on(Kind.REACTION, content.get("message_id"), fields, text=content.get("emoji"))
+    if kind_name == "revoke":
+        return _act_on(Kind.DELETE, content.get("original_message_id"), fields)
+    if kind_name == "edit":
+        edited = _dict(content.get("message"))
+        inner = _dict(edited.get(_str(edited.get("type")) or ""))
+        return _act_on(
+            Kind.EDIT,
+            content.get("original_message_id"),
+            fields,
+            text=inner.get("body"),
+            caption=inner.get("caption"),
+        )
+    if kind_name == "system":
+        return _system_notice(_dict(message.get("system")), fields)
+    if kind_name in _SILENT_TYPES or (kind_name == "interactive" and "nfm_reply" in content):
+        return None
+    event = _turn(kind_name, content, fields)
+    if event.chat_id and not _may_be_for_the_buddy(event):
+        return None  # group talk between its members: not stored, not answered
+    return event
+
+
+# Sent without the learner saying anything: the chat was opened (a welcome request), a form the
+# buddy never sent was submitted.
+_SILENT_TYPES = {"request_welcome"}
+
+
+def _turn(kind_name: str, content: dict[str, Any], fields: dict[str, Any]) -> InboundEvent:
     mime = _str(content.get("mime_type"))
     if kind_name == "text":
         return InboundEvent(kind=Kind.TEXT, text=_str(content.get("body")) or "", **fields)
@@ -408,19 +466,85 @@ def _parse_message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> I
             kind=Kind.IMAGE,
             media_id=_str(content.get("id")),
             media_mime=mime,
+            media_size=_size(content.get("file_size")),
             caption=_str(content.get("caption")),
+            extra={"document": kind_name == "document"},
             **fields,
         )
     if kind_name == "audio":
-        fields["extra"]["voice"] = bool(content.get("voice"))
         return InboundEvent(
-            kind=Kind.VOICE, media_id=_str(content.get("id")), media_mime=mime, **fields
+            kind=Kind.VOICE,
+            media_id=_str(content.get("id")),
+            media_mime=mime,
+            extra={"voice": bool(content.get("voice"))},
+            **fields,
         )
     return InboundEvent(
         kind=Kind.UNSUPPORTED,
         unsupported_type=kind_name if kind_name in _UNSUPPORTED_TYPES else "unknown",
         **fields,
     )
+
+
+def _may_be_for_the_buddy(event: InboundEvent) -> bool:
+    """In a group, only a command or a reply can be for the buddy (which one, the pipeline
+    decides from its log); WhatsApp sends no mention data in the webhook."""
+    text = (event.text or "").lstrip()
+    return text.startswith("/") or event.reply_to_message_id is not None
+
+
+def _act_on(kind: Kind, target: Any, fields: dict[str, Any], **content: Any) -> InboundEvent | None:
+    """A reaction, deletion or edit: an event about another message, never a turn."""
+    target_id = _str(target)
+    if not target_id:
+        return None
+    values = {key: _str(value) for key, value in content.items()}
+    return InboundEvent(
+        kind=kind, target_message_id=target_id, **{**fields, "reply_to_message_id": None}, **values
+    )
+
+
+def _system_notice(system: dict[str, Any], fields: dict[str, Any]) -> InboundEvent | None:
+    """A number change moves the learner to their new id; other notices (a new security code,
+    ``customer_identity_changed``) need nothing from us."""
+    notice = _str(system.get("type"))
+    if notice in ("user_changed_number", "customer_changed_number"):
+        new_wa_id = _str(system.get("wa_id")) or _str(system.get("new_wa_id"))
+        new_bsuid = _str(system.get("user_id"))
+        phone = f"+{new_wa_id}" if _is_wa_id(new_wa_id) else None
+        # A learner keyed by their number follows it; one keyed by the BSUID keeps that key
+        # (only a new BSUID moves them) and the new number becomes their phone.
+        if _is_wa_id(fields["user_id"]):
+            new_id = new_wa_id if _is_wa_id(new_wa_id) else new_bsuid
+        else:
+            new_id = new_bsuid
+        if new_id == fields["user_id"]:
+            new_id = None
+        if not new_id and not phone:
+            return None
+        return InboundEvent(
+            kind=Kind.IDENTITY, new_user_id=new_id, **{**fields, "phone_e164": phone}
+        )
+    if notice == "user_changed_user_id":
+        new_bsuid = _str(system.get("user_id"))
+        if not new_bsuid or _is_wa_id(fields["user_id"]) or new_bsuid == fields["user_id"]:
+            return None  # keyed by the number, which did not change
+        return InboundEvent(kind=Kind.IDENTITY, new_user_id=new_bsuid, **fields)
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _timestamp(value: Any) -> float | None:
+    text = _str(value)
+    return float(text) if text and text.isdigit() else None
+
+
+def _size(value: Any) -> int | None:
+    text = _str(value)
+    return int(text) if text and text.isdigit() else None
 
 
 def _parse_status(status: dict[str, Any], contacts: list[dict[str, Any]]) -> InboundEvent | None:

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from languagebuddy.errors import StorageUnavailable
-from languagebuddy.events import InboundEvent
+from languagebuddy.events import InboundEvent, Kind
 from languagebuddy.store.models import InboxItem, OutboxPart
 
 PENDING, PROCESSING, DONE, DEAD = "pending", "processing", "done", "dead"
@@ -48,6 +48,7 @@ WHERE id = (
     WHERE ((i.status = 'pending' AND i.available_at <= :now)
            OR (i.status = 'processing' AND i.lease_until < :now))
       AND i.channel IN :channels
+      {learner}
       AND NOT EXISTS (
           SELECT 1 FROM inbox AS j
           WHERE j.order_key = i.order_key AND j.id < i.id
@@ -65,9 +66,10 @@ RETURNING id, payload, attempts, apology_sent
 # greenlet bridge: the webhook's acknowledgement waits on exactly one durable commit.
 _PG_PUT_SQL = """
 INSERT INTO inbox (dedupe_key, order_key, channel, payload, status, attempts, created_at,
-                   available_at, apology_sent)
-SELECT k, o, c, p::json, 'pending', 0, $5, $5, false
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS e(k, o, c, p, n)
+                   available_at, apology_sent, message_id)
+SELECT k, o, c, p::json, 'pending', 0, $5, $5, false, m
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::text[])
+     WITH ORDINALITY AS e(k, o, c, p, m, n)
 ORDER BY n
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING id
@@ -88,9 +90,12 @@ class Inbox:
             engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else None
         )
         lock = "FOR UPDATE SKIP LOCKED" if self._postgres else ""
-        self._claim_sql = text(_CLAIM_SQL.format(lock=lock)).bindparams(
+        self._claim_sql = text(_CLAIM_SQL.format(lock=lock, learner="")).bindparams(
             bindparam("channels", expanding=True)
         )
+        self._claim_learner_sql = text(
+            _CLAIM_SQL.format(lock=lock, learner="AND i.order_key = :order_key")
+        ).bindparams(bindparam("channels", expanding=True))
         self._listeners: list[Callable[[int], None]] = []
         # SQLite: built once; SQLAlchemy then reuses the compiled form on every webhook instead
         # of building an ORM insert per call.
@@ -136,6 +141,7 @@ class Inbox:
                 [event.channel for event in events],
                 [event.model_dump_json() for event in events],
                 time.time(),
+                [_subject(event) for event in events],
             )
         except BaseException as exc:
             # The pool cannot see the driver's errors: a connection the server dropped must
@@ -171,28 +177,38 @@ class Inbox:
                     "created_at": now,
                     "available_at": now,
                     "apology_sent": False,
+                    "message_id": _subject(event),
                 }
                 if (await conn.execute(self._insert, row)).first() is not None:
                     new += 1
         return new
 
     async def claim(
-        self, owner: str, lease_seconds: float, channels: Collection[str]
+        self,
+        owner: str,
+        lease_seconds: float,
+        channels: Collection[str],
+        *,
+        order_key: str | None = None,
     ) -> Claimed | None:
         """Take the next due item of one of ``channels`` under a lease, or None.
 
         A worker claims only the channels it can answer on (the terminal chat never takes a
-        WhatsApp message, and the reverse).
+        WhatsApp message, and the reverse); with ``order_key`` only that learner's items.
         """
         now = time.time()
-        params = {
+        params: dict[str, Any] = {
             "owner": owner,
             "now": now,
             "lease_until": now + lease_seconds,
             "channels": list(channels),
         }
+        statement = self._claim_sql
+        if order_key is not None:
+            statement = self._claim_learner_sql
+            params["order_key"] = order_key
         async with self._statement() as conn:
-            row = (await conn.execute(self._claim_sql, params)).first()
+            row = (await conn.execute(statement, params)).first()
         if row is None:
             return None
         payload = row.payload if isinstance(row.payload, dict) else _json_loads(row.payload)
@@ -291,6 +307,112 @@ class Inbox:
             result = await conn.execute(delete(InboxItem).where(finished))
         return result.rowcount
 
+    async def unfinished(self, order_key: str) -> int:
+        """How many of one learner's items wait (pending, or held by a worker)."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count())
+                .select_from(InboxItem)
+                .where(
+                    InboxItem.order_key == order_key,
+                    InboxItem.status.in_((PENDING, PROCESSING)),
+                )
+            )
+            return int(result.scalar_one())
+
+    async def drop_unfinished(self, order_key: str, reason: str) -> int:
+        """Dead-letter one learner's waiting items with ``reason`` (the learner asked to skip
+        them); items a live worker holds are left alone. Returns how many."""
+        now = time.time()
+        waiting = (InboxItem.status == PENDING) | (
+            (InboxItem.status == PROCESSING) & (InboxItem.lease_until < now)
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(InboxItem)
+                .where(InboxItem.order_key == order_key, waiting)
+                .values(
+                    status=DEAD,
+                    last_error=reason,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+        return result.rowcount
+
+    # --- what follows an item: the rest of a photo set, an edit or deletion of its message ---
+
+    async def following(self, item: Claimed, limit: int = 20) -> list[Queued]:
+        """The learner's next waiting items after ``item``, oldest first. They cannot be
+        claimed while ``item`` is in hand (one learner's items go one at a time), so what is
+        seen here stays put until the holder takes it with ``take`` or lets it be."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(InboxItem.id, InboxItem.payload)
+                .where(
+                    InboxItem.order_key == item.event.order_key,
+                    InboxItem.id > item.id,
+                    InboxItem.status == PENDING,
+                )
+                .order_by(InboxItem.id)
+                .limit(limit)
+            )
+            found = rows.all()
+        return [Queued(row.id, InboundEvent.model_validate(_payload(row.payload))) for row in found]
+
+    async def take(
+        self, session: AsyncConnection | AsyncSession, item: Claimed, ids: Collection[int]
+    ) -> None:
+        """Mark ``ids`` (items from ``following``) done as part of ``item``, in the caller's
+        transaction: with the reply they belong to, so that after a crash either both exist
+        or neither (nothing answered twice, nothing lost). Raises ``LookupError`` if one was
+        no longer waiting, which rolls the caller's transaction back."""
+        if not ids:
+            return
+        result = await session.execute(
+            update(InboxItem)
+            .where(
+                InboxItem.id.in_(list(ids)),
+                InboxItem.order_key == item.event.order_key,
+                InboxItem.status == PENDING,
+            )
+            .values(
+                status=DONE,
+                finished_at=time.time(),
+                merged_into=item.id,
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+        if result.rowcount != len(set(ids)):
+            raise LookupError(f"inbox items {sorted(ids)} were not all waiting")
+
+    async def redact(
+        self, session: AsyncConnection | AsyncSession, channel: str, message_id: str
+    ) -> list[int]:
+        """Blank the text of every stored event about the learner's message ``message_id``
+        (the message itself and its edits), in the caller's transaction. Returns the ids of the
+        items that answered them (an item, or the one it was merged into)."""
+        rows = await session.execute(
+            select(InboxItem.id, InboxItem.payload, InboxItem.merged_into).where(
+                InboxItem.channel == channel, InboxItem.message_id == message_id
+            )
+        )
+        answered: list[int] = []
+        for row in rows.all():
+            payload = dict(_payload(row.payload))
+            if payload.get("erased"):
+                continue
+            for key in ("text", "caption"):
+                payload[key] = None
+            payload["extra"] = {**(payload.get("extra") or {}), "redacted": True}
+            await session.execute(
+                update(InboxItem).where(InboxItem.id == row.id).values(payload=payload)
+            )
+            answered.append(row.merged_into or row.id)
+        return answered
+
     async def depth(self) -> dict[str, int]:
         """Items per status, for /metrics and doctor."""
         async with self.sessions() as session:
@@ -310,4 +432,23 @@ def _json_loads(value: Any) -> dict[str, Any]:
     return json.loads(value)
 
 
-__all__ = ["DEAD", "DONE", "PENDING", "PROCESSING", "Claimed", "Inbox"]
+def _payload(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else _json_loads(value)
+
+
+def _subject(event: InboundEvent) -> str | None:
+    """The learner's message an event is about: an edit's or deletion's target, else itself."""
+    if event.kind in (Kind.EDIT, Kind.DELETE):
+        return event.target_message_id
+    return event.message_id
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An item waiting in the inbox, as ``Inbox.following`` shows it."""
+
+    id: int
+    event: InboundEvent
+
+
+__all__ = ["DEAD", "DONE", "PENDING", "PROCESSING", "Claimed", "Inbox", "Queued"]

@@ -61,10 +61,14 @@ class Worker:
         handler: Handler,
         channels: Collection[str],
         options: WorkerOptions | None = None,
+        *,
+        order_key: str | None = None,
     ) -> None:
         self.inbox = inbox
         self.handler = handler
         self.channels = list(channels)
+        # Only this learner's events (the terminal chat answers its own learner, nobody else).
+        self.order_key = order_key
         self.options = options or WorkerOptions()
         self.owner = worker_id()
         # One token per stored event wakes one idle slot (not all of them racing for one item);
@@ -106,7 +110,9 @@ class Worker:
 
     async def run_once(self) -> bool:
         """Claim and handle one item; False when nothing was claimable."""
-        item = await self.inbox.claim(self.owner, self.options.lease_seconds, self.channels)
+        item = await self.inbox.claim(
+            self.owner, self.options.lease_seconds, self.channels, order_key=self.order_key
+        )
         if item is None:
             return False
         await self._handle(item)

@@ -7,6 +7,10 @@ an :class:`ImageRejected` whose ``code`` the tutor turns into a friendly reply.
 
 The result is a JPEG with no metadata: EXIF (GPS position, camera serial) is applied
 (orientation) and then dropped, so it never reaches the model, the logs or the database.
+
+Its size follows the vision model's own rule: the model fits an image into 2048 x 2048 and then
+scales its short side down to 768 px, so pixels beyond that are work and bytes for nothing. We
+send what the model would keep (``max_side`` 2048, ``max_short_side`` 768).
 """
 
 from __future__ import annotations
@@ -74,11 +78,13 @@ def prepare_image(
     data: bytes,
     *,
     max_side: int = 2048,
+    max_short_side: int | None = 768,
     max_bytes: int = 20 * 1024 * 1024,
     max_pixels: int = 40_000_000,
     jpeg_quality: int = 85,
 ) -> PreparedImage:
-    """Check ``data`` and turn it into an upright RGB JPEG no larger than ``max_side``.
+    """Check ``data`` and turn it into an upright RGB JPEG whose long side is at most
+    ``max_side`` and short side at most ``max_short_side`` (None or 0: no short-side rule).
 
     Raises :class:`ImageRejected` for anything unusable, and nothing else for any input.
     CPU-bound: from async code use :func:`prepare_image_async`.
@@ -94,8 +100,9 @@ def prepare_image(
     try:
         fmt = _FORMAT_NAMES.get(im.format or "", im.format or "")
         raw_w, raw_h = im.size
-        if fmt == "JPEG" and max(raw_w, raw_h) > max_side:
-            _draft(im, raw_w, raw_h, max_side)
+        wanted = _fit(raw_w, raw_h, max_side, max_short_side)
+        if fmt == "JPEG" and wanted != (raw_w, raw_h):
+            _draft(im, raw_w, raw_h, max(wanted))
         try:
             im.load()
         except Image.DecompressionBombError as exc:  # a GIF frame growing the canvas
@@ -109,8 +116,8 @@ def prepare_image(
         # After load: PNG keeps EXIF wherever it likes, so reading it may decode the image,
         # which must not happen before the pixel check.
         orientation = _orientation(im)
-        # From the decoded size: a JPEG draft may already be at or below max_side.
-        target = _fit(*im.size, max_side)
+        # From the decoded size: a JPEG draft may already be at or below the target.
+        target = _fit(*im.size, max_side, max_short_side)
         try:
             out = _to_rgb(im)
             if out.size != target:
@@ -142,6 +149,7 @@ async def prepare_image_async(
     data: bytes,
     *,
     max_side: int = 2048,
+    max_short_side: int | None = 768,
     max_bytes: int = 20 * 1024 * 1024,
     max_pixels: int = 40_000_000,
     jpeg_quality: int = 85,
@@ -152,6 +160,7 @@ async def prepare_image_async(
         prepare_image,
         data,
         max_side=max_side,
+        max_short_side=max_short_side,
         max_bytes=max_bytes,
         max_pixels=max_pixels,
         jpeg_quality=jpeg_quality,
@@ -216,18 +225,22 @@ def _container_cut_off(data: bytes) -> bool:
     return False
 
 
-def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The size with the long side at most ``max_side`` and the aspect ratio kept."""
-    long_side = max(width, height)
-    if long_side <= max_side:
+def _fit(
+    width: int, height: int, max_side: int, max_short_side: int | None = None
+) -> tuple[int, int]:
+    """The size with the long side at most ``max_side``, the short side at most
+    ``max_short_side`` (when given) and the aspect ratio kept."""
+    scale = min(1.0, max_side / max(width, height))
+    if max_short_side:
+        scale = min(scale, max_short_side / min(width, height))
+    if scale >= 1.0:
         return width, height
-    scale = max_side / long_side
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _draft(im: Image.Image, width: int, height: int, max_side: int) -> None:
     """Let libjpeg decode at 1/2, 1/4 or 1/8 size: the largest reduction that keeps the long
-    side at or above ``_DRAFT_MIN_FRACTION`` of ``max_side``."""
+    side at or above ``_DRAFT_MIN_FRACTION`` of ``max_side`` (the target's long side)."""
     long_side = max(width, height)
     for s in (8, 4, 2):
         if -(-long_side // s) >= max_side * _DRAFT_MIN_FRACTION:

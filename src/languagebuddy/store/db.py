@@ -49,14 +49,3 @@ async def create_all(engine: AsyncEngine) -> None:
     """Create the schema directly (tests that do not exercise migrations)."""
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
-
-
-async def ping(engine: AsyncEngine) -> bool:
-    from sqlalchemy import text
-
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False

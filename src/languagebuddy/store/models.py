@@ -103,6 +103,28 @@ class Turn(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     media: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # size, dimensions, hash only
+    # The learner's latest reaction to this (buddy's) turn, e.g. a thumbs-up on a correction.
+    reaction: Mapped[str | None] = mapped_column(String(32))
+    reaction_at: Mapped[float | None] = mapped_column(Float)
+    # The learner deleted this (their) message: its text is gone from here and from the inbox.
+    redacted_at: Mapped[float | None] = mapped_column(Float)
+
+
+class SentMessage(Base):
+    """A platform message id of one of the buddy's turns (a long reply is several messages),
+    so that a reaction to it, or a reply to it, finds the turn it points at."""
+
+    __tablename__ = "sent_messages"
+    __table_args__ = (
+        UniqueConstraint("channel", "chat_id", "provider_message_id", name="uq_sent_message"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    chat_id: Mapped[str] = mapped_column(String(200))  # ids are unique per chat on Telegram
+    provider_message_id: Mapped[str] = mapped_column(String(200))
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
 class VocabularyItem(Base):
@@ -147,6 +169,7 @@ class InboxItem(Base):
     __table_args__ = (
         Index("ix_inbox_order", "order_key", "id"),
         Index("ix_inbox_status_available", "status", "available_at"),
+        Index("ix_inbox_message", "channel", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -163,6 +186,11 @@ class InboxItem(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
     last_error: Mapped[str | None] = mapped_column(Text)
     apology_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The learner's message the event is about (an edit or a deletion: the one it changes), so
+    # that deleting a message finds every stored copy of its text.
+    message_id: Mapped[str | None] = mapped_column(String(200))
+    # Answered as part of another item (a photo of a set, an edit folded into its message).
+    merged_into: Mapped[int | None] = mapped_column(BigId)
 
 
 class OutboxPart(Base):

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from languagebuddy.store.models import OutboxPart, Turn
+from languagebuddy.store.models import OutboxPart, SentMessage, Turn
 
 _PARTS = OutboxPart.__table__
 _TURNS = Turn.__table__
+_SENT = SentMessage.__table__
 
 
 @dataclass
@@ -127,10 +130,10 @@ async def store_reply(
 
 async def mark_sent(
     conn: AsyncConnection, inbox_item_id: int, parts: list[Part], provider_ids: list[str]
-) -> None:
+) -> int | None:
     """Record what was delivered: each part's provider id, and the reply's turn as sent (with
-    the first provider id, which delivery receipts will name). A delivered voice note's audio
-    is dropped: nothing will need it again."""
+    the first provider id, which delivery receipts will name). Returns that turn's id. A
+    delivered voice note's audio is dropped: nothing will need it again."""
     now = time.time()
     for part, provider_id in zip(parts, provider_ids, strict=False):
         values: dict[str, Any] = {"sent_at": now, "provider_message_id": provider_id}
@@ -138,12 +141,44 @@ async def mark_sent(
             values["audio"] = None
         await conn.execute(update(_PARTS).where(_PARTS.c.id == part.id).values(**values))
         part.sent_at = now
-    if provider_ids:
-        await conn.execute(
-            update(_TURNS)
-            .where(_TURNS.c.inbox_item_id == inbox_item_id, _TURNS.c.direction == "out")
-            .values(
-                status="sent",
-                provider_message_id=func.coalesce(_TURNS.c.provider_message_id, provider_ids[0]),
-            )
+    if not provider_ids:
+        return None
+    result = await conn.execute(
+        update(_TURNS)
+        .where(_TURNS.c.inbox_item_id == inbox_item_id, _TURNS.c.direction == "out")
+        .values(
+            status="sent",
+            provider_message_id=func.coalesce(_TURNS.c.provider_message_id, provider_ids[0]),
         )
+        .returning(_TURNS.c.id)
+    )
+    return result.scalar()
+
+
+async def record_sent(
+    conn: AsyncConnection, channel: str, chat_id: str, turn_id: int, provider_ids: list[str]
+) -> None:
+    """Remember every platform id of a buddy's turn (a part split into several messages has
+    them comma-joined), so that a reaction or a reply to any of them finds the turn. An id
+    already known (a resend after a crash) is left as it is."""
+    wanted = [i for joined in provider_ids for i in (joined or "").split(",") if 0 < len(i) <= 200]
+    if not wanted:
+        return
+    now = time.time()
+    rows = [
+        {
+            "channel": channel,
+            "chat_id": chat_id,
+            "provider_message_id": provider_id,
+            "turn_id": turn_id,
+            "created_at": now,
+        }
+        for provider_id in dict.fromkeys(wanted)
+    ]
+    insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert_(_SENT).on_conflict_do_nothing(
+            index_elements=["channel", "chat_id", "provider_message_id"]
+        ),
+        rows,
+    )

@@ -6,7 +6,9 @@ several writes atomic (a reply's turns and its outbox parts, for example).
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -19,6 +21,7 @@ from languagebuddy.store.models import (
     InboxItem,
     Learner,
     OutboxPart,
+    SentMessage,
     Turn,
     Usage,
     VocabularyItem,
@@ -181,6 +184,7 @@ async def count_turns_after(session: AsyncSession, learner_id: int, after_id: in
 
 async def clear_memory(session: AsyncSession, learner_id: int) -> None:
     """Forget the conversation (``/reset``) but keep the profile and vocabulary."""
+    await _delete_sent_messages(session, learner_id)
     await session.execute(delete(Turn).where(Turn.learner_id == learner_id))
     await update_learner(session, learner_id, summary=None, summary_upto_turn_id=None)
 
@@ -288,14 +292,49 @@ async def outbox_parts(session: AsyncSession, inbox_item_id: int) -> list[Outbox
     return list(rows.scalars().all())
 
 
+LEARNER_REFERENCE_HELP = (
+    "the internal id (42), channel:user-id (telegram:123456789, whatsapp:5511987654321) or "
+    "a phone number in E.164 (+5511987654321)"
+)
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+
+
+async def resolve_learner(session: AsyncSession, reference: str) -> Learner | None:
+    """The learner an operator names: ``LEARNER_REFERENCE_HELP`` lists the forms."""
+    ref = reference.strip()
+    if ref.isdigit():
+        return await session.get(Learner, int(ref))
+    if ref.startswith("+"):
+        phone = "+" + _PHONE_SEPARATORS.sub("", ref[1:])
+        return await find_learner_by_phone(session, phone) if phone[1:].isdigit() else None
+    channel, sep, user = ref.partition(":")
+    if sep and channel and user:
+        return await find_learner(session, channel.lower(), user)
+    return None
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds (how the schema stores times) as ISO 8601 UTC, for people to read."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def export_learner(session: AsyncSession, learner_id: int) -> dict[str, Any] | None:
-    """Everything stored about a learner, as plain JSON-able data."""
+    """Everything stored about a learner, as plain JSON-able data (times in ISO 8601 UTC)."""
     learner = await session.get(Learner, learner_id)
     if learner is None:
         return None
 
     def plain(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-        return {c.key: getattr(obj, c.key) for c in obj.__table__.columns if c.key not in skip}
+        out: dict[str, Any] = {}
+        for column in obj.__table__.columns:
+            if column.key in skip:
+                continue
+            value = getattr(obj, column.key)
+            out[column.key] = iso_time(value) if column.key.endswith("_at") else value
+        return out
 
     identities = await session.execute(select(Identity).where(Identity.learner_id == learner_id))
     turns = await session.execute(
@@ -326,6 +365,7 @@ async def delete_learner(session: AsyncSession, learner_id: int) -> bool:
         select(Identity.channel, Identity.channel_user_id).where(Identity.learner_id == learner_id)
     )
     order_keys = [f"{channel}:{user}" for channel, user in identities.all()]
+    await _delete_sent_messages(session, learner_id)
     for model in (Turn, VocabularyItem, Usage, Call, Identity):
         await session.execute(delete(model).where(model.learner_id == learner_id))
     if order_keys:
@@ -340,3 +380,134 @@ async def delete_learner(session: AsyncSession, learner_id: int) -> bool:
         await session.execute(delete(OutboxPart).where(OutboxPart.inbox_item_id.in_(done_ids)))
     await session.execute(delete(Learner).where(Learner.id == learner_id))
     return True
+
+
+# --- the buddy's message ids, reactions, deletions ------------------------------------------
+
+
+async def _delete_sent_messages(session: AsyncSession, learner_id: int) -> None:
+    """Explicitly, not by cascade: SQLite enforces foreign keys only per connection."""
+    turns = select(Turn.id).where(Turn.learner_id == learner_id)
+    await session.execute(delete(SentMessage).where(SentMessage.turn_id.in_(turns)))
+
+
+async def buddy_turn(
+    session: AsyncSession, channel: str, chat_id: str, provider_message_id: str
+) -> Turn | None:
+    """The buddy's turn that platform message belongs to, if it is one of ours."""
+    row = await session.execute(
+        select(Turn)
+        .join(SentMessage, SentMessage.turn_id == Turn.id)
+        .where(
+            SentMessage.channel == channel,
+            SentMessage.chat_id == chat_id,
+            SentMessage.provider_message_id == provider_message_id,
+        )
+        .limit(1)
+    )
+    return row.scalars().first()
+
+
+async def learner_turns_for(
+    session: AsyncSession, channel: str, provider_message_id: str, inbox_item_ids: list[int]
+) -> list[Turn]:
+    """The learner's logged turns for a platform message: by its id, or by the inbox items that
+    answered it (a photo of a set is logged on the set's first item)."""
+    condition = Turn.provider_message_id == provider_message_id
+    if inbox_item_ids:
+        condition = condition | Turn.inbox_item_id.in_(inbox_item_ids)
+    rows = await session.execute(
+        select(Turn).where(Turn.channel == channel, Turn.direction == "in", condition)
+    )
+    return list(rows.scalars().all())
+
+
+async def answers_to(session: AsyncSession, inbox_item_ids: list[int]) -> list[Turn]:
+    """The buddy's turns that answered those inbox items."""
+    if not inbox_item_ids:
+        return []
+    rows = await session.execute(
+        select(Turn).where(Turn.inbox_item_id.in_(inbox_item_ids), Turn.direction == "out")
+    )
+    return list(rows.scalars().all())
+
+
+async def blank_outbox(session: AsyncSession, inbox_item_ids: list[int]) -> None:
+    """Drop the stored text of replies already sent (what is unsent must still go out)."""
+    if inbox_item_ids:
+        await session.execute(
+            update(OutboxPart)
+            .where(OutboxPart.inbox_item_id.in_(inbox_item_ids), OutboxPart.sent_at.is_not(None))
+            .values(body="")
+        )
+
+
+def redact_turn(turn: Turn) -> None:
+    """Forget what a deleted message said; the turn stays, so the buddy's answer keeps its
+    place in the conversation."""
+    turn.text = None
+    turn.transcript = None
+    turn.media = None
+    turn.redacted_at = time.time()
+
+
+async def move_identity(
+    session: AsyncSession,
+    channel: str,
+    old_user_id: str,
+    new_user_id: str | None,
+    *,
+    phone_e164: str | None,
+) -> Learner | None:
+    """A learner's account moved (a new phone number): the old identity becomes the new one and
+    the phone follows, so the next message finds the same learner and memory. If the new id
+    already wrote first (and got a fresh learner), that learner is folded into this one."""
+    learner = await find_learner(session, channel, old_user_id)
+    if learner is None:
+        return None
+    if new_user_id:
+        newer = await find_learner(session, channel, new_user_id)
+        if newer is not None and newer.id != learner.id:
+            await _merge_learner(session, newer.id, into=learner.id)
+        await session.execute(
+            delete(Identity).where(
+                Identity.channel == channel, Identity.channel_user_id == new_user_id
+            )
+        )
+        await session.execute(
+            update(Identity)
+            .where(Identity.channel == channel, Identity.channel_user_id == old_user_id)
+            .values(channel_user_id=new_user_id)
+        )
+        await session.execute(
+            update(SentMessage)
+            .where(SentMessage.channel == channel, SentMessage.chat_id == old_user_id)
+            .values(chat_id=new_user_id)
+        )
+    if phone_e164 and phone_e164 != learner.phone_e164:
+        holder = await find_learner_by_phone(session, phone_e164)
+        if holder is not None and holder.id != learner.id:
+            await _merge_learner(session, holder.id, into=learner.id)
+        await update_learner(session, learner.id, phone_e164=phone_e164)
+    await session.flush()
+    return learner
+
+
+async def _merge_learner(session: AsyncSession, source_id: int, *, into: int) -> None:
+    """Move a learner's log, usage, words and other identities to another and delete it."""
+    for model in (Turn, Usage):
+        await session.execute(
+            update(model).where(model.learner_id == source_id).values(learner_id=into)
+        )
+    taken = select(VocabularyItem.term).where(VocabularyItem.learner_id == into)
+    await session.execute(
+        update(VocabularyItem)
+        .where(VocabularyItem.learner_id == source_id, VocabularyItem.term.not_in(taken))
+        .values(learner_id=into)
+    )
+    await session.execute(delete(VocabularyItem).where(VocabularyItem.learner_id == source_id))
+    await session.execute(
+        update(Identity).where(Identity.learner_id == source_id).values(learner_id=into)
+    )
+    await session.execute(delete(Learner).where(Learner.id == source_id))
+    await session.flush()

@@ -287,9 +287,11 @@ class Tutor:
         timings["model"] = round(usage.seconds * 1000, 2)  # inside model calls, of the tutor stage
         modality = _MODALITY.get(turn.kind, "text")
         inbound = (
-            _image_memory(ctx.image_description, turn.caption or turn.text, text)
+            _image_memory(
+                ctx.image_description, turn.caption or turn.text, text, photos=len(turn.images)
+            )
             if image is not None
-            else (turn.text or "").strip()
+            else ("(forwarded) " if turn.forwarded else "") + (turn.text or "").strip()
         )
         log.info(
             "tutor.replied",
@@ -311,7 +313,11 @@ class Tutor:
         self, learner: Learner, summary: str | None, known_words: list[str], turn: TutorInput
     ) -> str:
         return prompts.system_prompt(
-            learner, summary=summary, known_words=known_words, image=turn.image is not None
+            learner,
+            summary=summary,
+            known_words=known_words,
+            image=turn.image is not None,
+            photos=len(turn.images),
         )
 
     async def _run_tools(
@@ -354,37 +360,64 @@ def _has_content(turn: TutorInput) -> bool:
 
 
 def _user_content(turn: TutorInput) -> str | list[dict[str, Any]]:
-    """The learner's message for the model; a photo becomes a text + image_url part list."""
+    """The learner's message for the model; photos become a text + image_url part list."""
+    context = _context_note(turn)
     if turn.image is not None:
         caption = (turn.caption or turn.text or "").strip()
-        return [
-            {"type": "text", "text": caption or "(The learner sent this photo without a caption.)"},
-            {"type": "image_url", "image_url": {"url": _data_url(turn.image), "detail": "auto"}},
+        count = len(turn.images)
+        if not caption:
+            caption = (
+                "(The learner sent this photo without a caption.)"
+                if count == 1
+                else f"(The learner sent these {count} photos together, without a caption.)"
+            )
+        if turn.photos_left_out:
+            caption += f" ({turn.photos_left_out} more photo(s) of the set are not shown.)"
+        images = [
+            {"type": "image_url", "image_url": {"url": _data_url(image), "detail": "auto"}}
+            for image in turn.images
         ]
+        return [{"type": "text", "text": context + caption}, *images]
     text = (turn.text or turn.caption or "").strip()
     if turn.kind != Kind.VOICE:
-        return text
+        return context + text
     if not turn.unclear_words:
-        return f"(voice note) {text}"
+        return f"{context}(voice note) {text}"
     heard = ", ".join(f"“{word}”" for word in turn.unclear_words)
     return (
-        f"(voice note) {text}\n(The speech recogniser was unsure of: {heard}. If that looks "
-        "like a pronunciation slip, you may add one short pronunciation tip; otherwise ignore "
-        "this note.)"
+        f"{context}(voice note) {text}\n(The speech recogniser was unsure of: {heard}. If that "
+        "looks like a pronunciation slip, you may add one short pronunciation tip; otherwise "
+        "ignore this note.)"
     )
+
+
+def _context_note(turn: TutorInput) -> str:
+    """What the model should know about where the learner's words come from."""
+    notes = []
+    if turn.replying_to:
+        quoted = turn.replying_to.strip()
+        if len(quoted) > MEMORY_FALLBACK_CHARS:
+            quoted = quoted[: MEMORY_FALLBACK_CHARS - 1].rstrip() + "…"
+        notes.append(f'(Replying to your message: "{quoted}")')
+    if turn.forwarded:
+        notes.append("(Forwarded: someone else wrote this; do not correct it as theirs.)")
+    return " ".join(notes) + " " if notes else ""
 
 
 def _data_url(image: PreparedImage) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(image.jpeg).decode("ascii")
 
 
-def _image_memory(description: str | None, caption: str | None, lesson: str) -> str:
-    """'[photo: a red apple on a table] my lunch' — what the log keeps instead of the image."""
+def _image_memory(
+    description: str | None, caption: str | None, lesson: str, *, photos: int = 1
+) -> str:
+    """'[photo: a red apple on a table] my lunch' — what the log keeps instead of the image
+    ('[3 photos: …]' for a set)."""
     if not description:
         first = _SENTENCE_END.split(lesson.strip(), maxsplit=1)[0] if lesson.strip() else ""
         if len(first) > MEMORY_FALLBACK_CHARS:
             first = first[: MEMORY_FALLBACK_CHARS - 1].rstrip() + "…"
         description = first or "image"
-    memory = f"[photo: {description}]"
+    memory = f"[photo: {description}]" if photos <= 1 else f"[{photos} photos: {description}]"
     caption = (caption or "").strip()
     return f"{memory} {caption}" if caption else memory

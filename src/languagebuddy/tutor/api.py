@@ -24,6 +24,17 @@ class TutorInput:
     # A voice note's words the speech model heard with low confidence: the tutor may give one
     # short pronunciation tip about them.
     unclear_words: tuple[str, ...] = ()
+    # Photos sent together get one lesson: the first is ``image``, the rest come here, and
+    # ``photos_left_out`` counts those of the set the model does not see (over the cap, unusable).
+    more_images: tuple[PreparedImage, ...] = ()
+    photos_left_out: int = 0
+    forwarded: bool = False  # someone else's words the learner passed on: not theirs to correct
+    replying_to: str | None = None  # the buddy's message the learner answers, when they quote it
+
+    @property
+    def images(self) -> tuple[PreparedImage, ...]:
+        return ((self.image,) if self.image is not None else ()) + self.more_images
+
     call_id: int | None = None  # for Kind.CALL_RECAP: the finished call to recap
 
 

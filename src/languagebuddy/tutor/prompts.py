@@ -61,6 +61,7 @@ def system_prompt(
     summary: str | None = None,
     known_words: Sequence[str] = (),
     image: bool = False,
+    photos: int = 1,
 ) -> str:
     """The system message for a chat (or photo) turn: onboarding until the profile is
     complete, then practice in the target language at the learner's level."""
@@ -73,7 +74,7 @@ def system_prompt(
     else:
         sections.append(_practice_rules(learner))
     if image:
-        sections.append(_image_rules(learner))
+        sections.append(_image_rules(learner, photos))
     memory = _memory_block(summary, known_words)
     if memory:
         sections.append(memory)
@@ -115,12 +116,21 @@ def _practice_rules(learner: Learner) -> str:
     )
 
 
-def _image_rules(learner: Learner) -> str:
+def _image_rules(learner: Learner, photos: int = 1) -> str:
     target = (
         language_name(learner.target_language)
         if learner.target_language
         else ("the learner's language")
     )
+    if photos > 1:
+        return (
+            f"The learner sent {photos} photos together: one lesson for the set, not one per "
+            "photo. First call describe_image once with a short plain English description of "
+            "what they show together (one sentence, no personal data such as faces' identity, "
+            "names, addresses or numbers). Then reply with one mini-lesson fitted to their "
+            f"level, in {target}: what the photos show, three to five useful words from them "
+            "with their meaning, and one question back. If they added a caption, respond to it."
+        )
     return (
         "The learner sent a photo. First call describe_image with a short plain English "
         "description of what it shows (one sentence, no personal data such as faces' identity, "
@@ -146,12 +156,16 @@ def summary_messages(previous: str | None, turns: Sequence[Turn]) -> list[dict[s
 
 
 def turn_text(turn: Turn) -> str:
-    """What a logged turn said, for prompts (the text, or a voice note's transcript)."""
+    """What a logged turn said, for prompts (the text, or a voice note's transcript). A
+    reaction of the learner to one of the buddy's turns is noted after it: feedback the buddy
+    can use (a thumbs-up on a correction, a puzzled face on an explanation)."""
     text = turn.text or turn.transcript or ""
     if turn.modality == "voice" and turn.direction == "in" and text:
         return f"(voice note) {text}"
     if turn.modality == "call":
         return f"(phone call) {text}"
+    if turn.direction == "out" and text and turn.reaction:
+        return f"{text}\n(The learner reacted to this message with {turn.reaction}.)"
     return text
 
 

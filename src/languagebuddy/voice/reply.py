@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from languagebuddy import side_events
 from languagebuddy.ai.stt import TranscriptionClient, transcription_prompt
 from languagebuddy.ai.tts import PCM_BYTES_PER_SECOND, SpeechClient
 from languagebuddy.channels.base import Channel
@@ -35,12 +36,17 @@ from languagebuddy.channels.split import split_text
 from languagebuddy.errors import DeliveryError, ModelRejected, ModelUnavailable
 from languagebuddy.events import InboundEvent, Kind, Media, OutboundPart
 from languagebuddy.inbox.queue import Claimed
-from languagebuddy.indicator import TypingIndicator
 from languagebuddy.logs import get_logger
 from languagebuddy.media.audio import AudioRejected, prepare_audio_async
 from languagebuddy.media.types import EncodedAudio
 from languagebuddy.metrics import STAGE_SECONDS, VOICE_MILESTONE_SECONDS
-from languagebuddy.pipeline import StageClock, exchange_turns, outbound_part
+from languagebuddy.pipeline import (
+    StageClock,
+    VoiceTurn,
+    exchange_turns,
+    outbound_part,
+    record_delivery,
+)
 from languagebuddy.store import outbox
 from languagebuddy.store.models import Learner, Turn, Usage, VocabularyItem
 from languagebuddy.store.outbox import Part
@@ -110,44 +116,43 @@ class VoiceReplies:
         self.transcriber = TranscriptionClient(services.openai, settings.stt_model)
         self.speech = SpeechClient(services.openai, settings.tts_model, settings.tts_voice)
 
-    def takes(self, item: Claimed, channel: Channel, parts: list[Part], voice_mode: str) -> bool:
-        """Whether this event goes the voice way: a voice note, an event whose stored reply
-        has voice parts, or a text from a learner who asked for voice replies."""
-        event = item.event
-        if event.kind is Kind.VOICE or any(p.kind in (HEARD, VOICE) for p in parts):
+    @staticmethod
+    def resumes(stored: list[Part]) -> bool:
+        """Whether a stored outbox is a voice reply's (the voice path finishes it)."""
+        return any(p.kind in (HEARD, VOICE) for p in stored)
+
+    @staticmethod
+    def composed(stored: list[Part]) -> bool:
+        """Whether the reply itself is stored (only its delivery is left)."""
+        return any(p.kind in (TEXT, VOICE) for p in stored)
+
+    @staticmethod
+    def takes(event: InboundEvent, channel: Channel, voice_mode: str) -> bool:
+        """A voice note, or a text from a learner who asked for voice replies."""
+        if event.kind is Kind.VOICE:
             return True
         return (
-            not parts
-            and event.kind is Kind.TEXT
+            event.kind is Kind.TEXT
             and channel.voice_format is not None
             and wants_voice(voice_mode, event.kind)
         )
 
-    def prefetch(self, item: Claimed, channel: Channel) -> Download | None:
+    @staticmethod
+    def prefetch(item: Claimed, channel: Channel, stored: list[Part]) -> Download | None:
         """Start downloading a voice note at once: it needs nothing of the learner, so it
-        runs beside the learner and outbox lookup (a retry, which may find the note heard
-        already, downloads only if it must)."""
-        if item.event.kind is not Kind.VOICE or item.attempts > 1:
+        runs beside the learner lookup (a note already heard is not downloaded again)."""
+        if item.event.kind is not Kind.VOICE or stored:
             return None
         return Download(channel, item.event)
 
-    async def drop(self, prefetch: Download | None) -> None:
+    @staticmethod
+    async def drop(prefetch: Download | None) -> None:
         """Cancel a download nobody used (the event failed before hearing it)."""
         if prefetch is not None:
             await prefetch.cancel()
 
-    async def handle(
-        self,
-        item: Claimed,
-        channel: Channel,
-        parts: list[Part],
-        learner_id: int,
-        clock: StageClock,
-        indicator: TypingIndicator,
-        prefetch: Download | None,
-    ) -> None:
-        exchange = _VoiceExchange(self, item, channel, parts, clock, indicator)
-        await exchange.run(learner_id, prefetch)
+    async def handle(self, turn: VoiceTurn, prefetch: Download | None) -> None:
+        await _VoiceExchange(self, turn).run(prefetch)
 
 
 class Download:
@@ -202,35 +207,31 @@ class _Usage:
 class _VoiceExchange:
     """The state of one event on the voice path."""
 
-    def __init__(
-        self,
-        replies: VoiceReplies,
-        item: Claimed,
-        channel: Channel,
-        parts: list[Part],
-        clock: StageClock,
-        indicator: TypingIndicator,
-    ) -> None:
+    def __init__(self, replies: VoiceReplies, turn: VoiceTurn) -> None:
         self.replies = replies
         self.pipeline = replies.pipeline
         self.engine = replies.engine
-        self.item = item
-        self.event: InboundEvent = item.event
-        self.channel = channel
-        self.parts = parts
+        self.item = turn.item
+        self.event: InboundEvent = turn.item.event  # whom to answer, on which platform
+        self.plan = turn.plan
+        # What the learner said, their latest edit folded in (when the reply is not stored).
+        self.content = turn.plan.event if turn.plan is not None else self.event
+        self.channel = turn.channel
+        self.parts = turn.stored
+        self.learner_id = turn.learner_id
         self.clock = VoiceClock(self.event.received_at)
-        self.clock.timings.update(clock.timings)
-        self.indicator = indicator
+        self.clock.timings.update(turn.clock.timings)
+        self.indicator = turn.typing
         self.usage = _Usage()
         self.reply_timings: dict[str, float] = {}
         self.timings_saved = False
 
-    async def run(self, learner_id: int, prefetch: Download | None) -> None:
-        learner = await self._learner(learner_id)
+    async def run(self, prefetch: Download | None) -> None:
+        learner = await self._learner(self.learner_id)
         speak = self.channel.voice_format is not None and wants_voice(
             learner.voice_mode, self.event.kind
         )
-        if any(p.kind in (TEXT, VOICE) for p in self.parts):
+        if self.replies.composed(self.parts):
             await self._finish_stored(learner)
         else:
             await self._compose(learner, speak, prefetch)
@@ -298,15 +299,23 @@ class _VoiceExchange:
                 text=str(meta.get("transcript") or ""),
                 unclear_words=tuple(meta.get("unclear") or ()),
                 language_hint=self.event.language_hint,
+                forwarded=self.content.forwarded,
+                replying_to=self.plan.replying_to if self.plan is not None else None,
             )
         else:
             turn_input = TutorInput(
-                kind=Kind.TEXT, text=self.event.text, language_hint=self.event.language_hint
+                kind=Kind.TEXT,
+                text=self.content.text,
+                language_hint=self.event.language_hint,
+                forwarded=self.content.forwarded,
+                replying_to=self.plan.replying_to if self.plan is not None else None,
             )
         self.indicator.poke(voice=speak)
         assembler = self._assembler(learner) if speak else None
         try:
             reply = await self._ask_tutor(learner, turn_input, assembler)
+            if await self._deleted_meanwhile():
+                return
             # Fixed answers (commands, unusable input) cost no model call and get no voice.
             speak = speak and not reply.erased and reply.usage.get("model_calls", 0) > 0
             parts = await self._store_reply(learner, reply, heard, speak)
@@ -432,6 +441,17 @@ class _VoiceExchange:
         self.clock.mark("tutor_done")
         return reply
 
+    async def _deleted_meanwhile(self) -> bool:
+        """The learner deleted their message while the buddy was answering: the answer is
+        dropped with it (as on the text path)."""
+        late = await side_events.pending_changes(self.pipeline.inbox, self.item)
+        if not late.deletions:
+            return False
+        absorbed = self.plan.absorbed if self.plan is not None else []
+        await self.pipeline._finish_silently(self.item, [*absorbed, *late.ids])
+        log.info("turn deleted while answering", item=self.item.id, channel=self.event.channel)
+        return True
+
     async def _store_reply(
         self, learner: LearnerView, reply: TutorReply, heard: Part | None, speak: bool
     ) -> list[Part]:
@@ -442,7 +462,7 @@ class _VoiceExchange:
         meta = (heard.meta or {}) if heard is not None else {}
         self.reply_timings = dict(reply.timings)
         turns = exchange_turns(
-            self.event,
+            self.content,
             learner.id,
             reply,
             timings={**self.clock.timings, **reply.timings},
@@ -450,6 +470,8 @@ class _VoiceExchange:
             transcript=meta.get("transcript"),
         )
         async with self.engine.begin() as conn:
+            if self.plan is not None:  # the items answered along (folded edits)
+                await self.pipeline.inbox.take(conn, self.item, self.plan.absorbed)
             parts = await outbox.store_reply(
                 conn,
                 self.item.id,
@@ -561,8 +583,8 @@ class _VoiceExchange:
                 # What went out is marked; the upload is kept, so the retry does not repeat it.
                 async with self.engine.begin() as conn:
                     if exc.delivered:
-                        await outbox.mark_sent(
-                            conn, self.item.id, sent[: len(exc.delivered)], exc.delivered
+                        await record_delivery(
+                            conn, self.item, sent[: len(exc.delivered)], exc.delivered
                         )
                     if uploaded is not None:
                         await outbox.update_part(
@@ -574,7 +596,7 @@ class _VoiceExchange:
                 raise
         self.clock.mark("voice_sent")
         async with self.engine.begin() as conn:  # delivered, and the turn's timings, at once
-            await outbox.mark_sent(conn, self.item.id, sent, ids)
+            await record_delivery(conn, self.item, sent, ids)
             await self._write_timings(conn)
         self.timings_saved = True
         log.info(

@@ -7,6 +7,7 @@ built once in the lifespan from settings.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -17,35 +18,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from languagebuddy.config import Settings, get_settings
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import INBOX_DEPTH, REGISTRY
-from languagebuddy.services import Services, build_services
-from languagebuddy.store.db import ping
+from languagebuddy.services import MISSING_KEY, Services, start_services
+from languagebuddy.store.schema import schema_state
 
 log = get_logger(__name__)
 
 
-async def start_services(settings: Settings) -> Services:
-    """Build the services; on SQLite, bring the schema up to date (PostgreSQL: `db upgrade`)."""
-    services = build_services(settings)
-    if settings.is_sqlite:
-        from languagebuddy.store.migrate import upgrade
-
-        await upgrade(settings.database_url)
-    from languagebuddy.store.keys import ensure_signing_key
-
-    services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
-    services.media_host.key = services.signing_key
-    from languagebuddy.services import build_calls
-
-    build_calls(services)
-    return services
-
-
 def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> FastAPI:
-    """The ASGI app. ``run_worker`` also runs inbox workers inside this process."""
+    """The ASGI app. ``run_worker`` also runs inbox workers inside this process.
+
+    Every process of ``serve --workers N`` builds its own: its own pool, NOTIFY sender,
+    LISTEN connection and worker. The schema was migrated once by the parent before the
+    processes were started; here it is only checked (one query)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await start_services(settings or get_settings())
+        config = settings or get_settings()
+        needs_model = run_worker or config.telnyx_enabled or config.vonage_enabled
+        if needs_model and not config.openai_api_key:
+            from languagebuddy.config import ConfigError
+
+            raise ConfigError(MISSING_KEY)
+        services = await start_services(config)
         app.state.services = services
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
@@ -59,7 +53,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
             from languagebuddy.services import run_worker as run_inbox_worker
 
             tasks.append(asyncio.create_task(run_inbox_worker(services, stop)))
-        log.info("service started", channels=sorted(services.channels), worker=run_worker)
+        log.info(
+            "process ready", pid=os.getpid(), channels=sorted(services.channels), worker=run_worker
+        )
         try:
             yield
         finally:
@@ -78,11 +74,25 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
 
     @app.get("/readyz")
     async def readyz(request: Request) -> Response:
-        """Readiness: the database is reachable."""
+        """Readiness: the database answers and holds the schema revision this code needs
+        (a replica left behind by a newer deploy's migration must stop taking traffic)."""
         services: Services = request.app.state.services
-        if await ping(services.engine):
-            return JSONResponse({"status": "ready", "database": "ok"})
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        try:
+            async with services.engine.connect() as conn:
+                state = await schema_state(conn)
+        except Exception:
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"}, status_code=503
+            )
+        if not state.usable:
+            body = {
+                "status": "unavailable",
+                "database": "ok",
+                "schema": {"current": state.current, "needed": state.head},
+                "detail": state.problem(),
+            }
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "database": "ok", "schema": state.current})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -16,6 +16,8 @@ router = APIRouter()
 @router.api_route("/media/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def hosted_media(token: str, request: Request) -> Response:
     host = request.app.state.services.media_host
+    if host is None:
+        return Response(b"no hosted media here", status_code=404, media_type="text/plain")
     try:
         data, mime, seconds_left = await host.open(token)
     except MediaTokenInvalid:

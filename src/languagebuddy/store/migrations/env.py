@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations over the async engine the service uses."""
+"""Alembic environment. ``store/migrate.py`` hands it the connection to run on (held under the
+migration lock); without one it opens its own over the async engine the service uses."""
 
 from __future__ import annotations
 
@@ -40,5 +41,7 @@ if context.is_offline_mode():
     )
     with context.begin_transaction():
         context.run_migrations()
+elif (shared := context.config.attributes.get("connection")) is not None:
+    _run(shared)
 else:
     asyncio.run(_run_async())

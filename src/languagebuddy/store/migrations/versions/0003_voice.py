@@ -2,7 +2,7 @@
 after a crash, and hosted media for platforms that fetch audio by URL
 
 Revision ID: 0003
-Revises: 0004
+Revises: 0002
 Create Date: 2026-12-02 09:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0004"
+down_revision = "0002"  # the head on this branch after merging main (0004, 0001 before)
 branch_labels = None
 depends_on = None
 
