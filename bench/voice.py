@@ -116,6 +116,7 @@ COLUMNS = [
     Column("result", "result", width=6),
 ]
 STAGES = [
+    "started",
     "learner",
     "download",
     "decode",
@@ -512,11 +513,7 @@ def measure(args: argparse.Namespace, db_url: str, tmp: Path) -> dict[str, Any]:
     with FakeWhatsApp() as wa, FakeOpenAI() as ai:
         ai.audio.transcript(TRANSCRIPT, times=None)
         ai.reply(REPLY, times=None)
-        env = service_env(wa, ai, db_url)
-        if not db_url.startswith("sqlite"):  # serve migrates SQLite only
-            from languagebuddy.store.migrate import upgrade_sync
-
-            upgrade_sync(db_url)
+        env = service_env(wa, ai, db_url)  # serve migrates the schema on start
         with ServeProcess(tmp, env) as service:
             bench = Bench(service, wa, ai, note)
             bench.register(3 + 2 * args.notes, args.concurrency)

@@ -41,8 +41,8 @@ PLATFORM_CALLS = Counter(
 )
 VOICE_MILESTONE_SECONDS = Histogram(
     "lb_voice_milestone_seconds",
-    "Voice replies: seconds from the learner's message arriving to each milestone (heard_sent, "
-    "first_token, tutor_done, first_audio, synthesis_done, voice_sent)",
+    "Voice replies: seconds from the learner's message arriving to each milestone (started, "
+    "heard_sent, first_token, tutor_done, first_audio, synthesis_done, voice_sent)",
     ["milestone"],
     buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 30, 60),
     registry=REGISTRY,

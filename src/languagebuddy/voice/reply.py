@@ -221,6 +221,7 @@ class _VoiceExchange:
         self.learner_id = turn.learner_id
         self.clock = VoiceClock(self.event.received_at)
         self.clock.timings.update(turn.clock.timings)
+        self.clock.mark("started")  # since the webhook: the inbox wait, the plan, the lookup
         self.indicator = turn.typing
         self.usage = _Usage()
         self.reply_timings: dict[str, float] = {}
