@@ -141,7 +141,8 @@ class Worker:
         """Once per ``idle_poll_seconds``, one slot looks for what no wake-up announced:
         retries that came due, leases that expired, other processes' events on SQLite."""
         while not stop.is_set():
-            await asyncio.sleep(self.options.idle_poll_seconds)
+            with suppress(TimeoutError):  # a stop ends the wait at once, not at the next poll
+                await asyncio.wait_for(stop.wait(), timeout=self.options.idle_poll_seconds)
             self.wake(1, fan_out=True)
 
     def wake(self, new: int, *, fan_out: bool = False) -> None:
