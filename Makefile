@@ -38,6 +38,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/inbox.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/vision.py
+	$(BIN)/python bench/voice.py
 	$(BIN)/python bench/chat.py
 	$(BIN)/python bench/resample.py
 

@@ -58,7 +58,17 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
-from common import Column, ServeProcess, percentile, print_table, save_results
+from common import (
+    Column,
+    ServeProcess,
+    cpu_seconds,
+    percentile,
+    print_table,
+    reset_hwm,
+    rss,
+    save_results,
+    vm_hwm,
+)
 from PIL import Image
 
 from languagebuddy.config import Settings
@@ -194,33 +204,6 @@ def settings_used(service: ServeProcess) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def rss(pid: int) -> int:
-    return int(psutil.Process(pid).memory_info().rss)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process, all its threads."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-def reset_hwm(pid: int) -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of ``pid`` to its current RSS."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def vm_hwm(pid: int) -> int | None:
-    with suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 class RssSampler:

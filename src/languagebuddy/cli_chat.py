@@ -38,7 +38,7 @@ Type a message and press Enter; the buddy answers in the language you practise.
   /voice PATH             send a voice note (an audio file)
   /language es            the language you practise
   /level B1               your level, A1 to C2
-  /voice on|off           spoken replies on or off
+  /voice on|off|auto      spoken replies always, never, or to voice notes (default)
   /reset                  forget the conversation, keep your profile
   /forget-me              erase everything stored about you
   /help                   this list

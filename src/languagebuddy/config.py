@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     inbox_retention_days: Annotated[
         float, Field(ge=8, le=3650, validation_alias=_env("LB_INBOX_RETENTION_DAYS"))
     ] = 30.0
+    voice_max_seconds: Annotated[
+        float, Field(ge=5, le=1800, validation_alias=_env("LB_VOICE_MAX_SECONDS"))
+    ] = 300.0
 
     # Phone calls (Telnyx, Vonage): the call's lifecycle and its Realtime session.
     call_max_seconds: Annotated[

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from languagebuddy.config import Settings
 
 REQUIRED_DECODERS = ("opus", "aac", "amrnb", "mp3")
-REQUIRED_ENCODERS = ("libopus", "aac")
+REQUIRED_ENCODERS = ("libopus", "aac", "flac")
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 

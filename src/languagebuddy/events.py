@@ -106,3 +106,9 @@ class OutboundPart(BaseModel):
     audio: bytes | None = Field(default=None, repr=False)
     audio_mime: str | None = None
     duration_s: float | None = None
+    # The platform's handle on audio already uploaded (Channel.upload_voice): sent instead of
+    # the bytes.
+    media_ref: str | None = None
+    # A progress message before the reply itself ("You said: …"): a platform with one free
+    # reply per message (LINE's reply token) keeps that for the reply.
+    interim: bool = False

@@ -21,7 +21,8 @@ EVENTS_PROCESSED = Counter(
 INBOX_DEPTH = Gauge("lb_inbox_depth", "Inbox items by status", ["status"], registry=REGISTRY)
 STAGE_SECONDS = Histogram(
     "lb_stage_seconds",
-    "Latency of each pipeline stage (claim, learner, media, tutor, render, send, total)",
+    "Latency of each pipeline stage (learner, media, tutor, send, total; voice notes: download, "
+    "decode, transcribe, encode, upload)",
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
     registry=REGISTRY,
@@ -36,6 +37,14 @@ PLATFORM_CALLS = Counter(
     "lb_platform_calls_total",
     "Outbound platform API calls by channel, method and outcome",
     ["channel", "method", "outcome"],
+    registry=REGISTRY,
+)
+VOICE_MILESTONE_SECONDS = Histogram(
+    "lb_voice_milestone_seconds",
+    "Voice replies: seconds from the learner's message arriving to each milestone (started, "
+    "heard_sent, first_token, tutor_done, first_audio, synthesis_done, voice_sent)",
+    ["milestone"],
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 30, 60),
     registry=REGISTRY,
 )
 CALLS = Counter(

@@ -13,7 +13,6 @@ in the same transaction as its reply.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from languagebuddy.channels.split import split_text
 from languagebuddy.errors import DeliveryError, ModelUnavailable, PermanentFailure
 from languagebuddy.events import InboundEvent, Kind, OutboundPart
 from languagebuddy.inbox.queue import Claimed, Inbox
+from languagebuddy.indicator import TypingIndicator
 from languagebuddy.logs import get_logger
 from languagebuddy.metrics import STAGE_SECONDS
 from languagebuddy.store import outbox, repos
@@ -32,6 +32,8 @@ from languagebuddy.store.outbox import Part
 from languagebuddy.tutor.api import TutorInput, TutorReply
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from languagebuddy.services import Services
     from languagebuddy.tutor.agent import Tutor
 
@@ -83,6 +85,9 @@ class MessagePipeline:
         self.tutor = tutor
         self.inbox: Inbox = services.inbox
         self.side_events = side_events.SideEvents(services.sessions, services.inbox)
+        from languagebuddy.voice.reply import VoiceReplies
+
+        self.voice = VoiceReplies(self, services)
 
     async def __call__(self, item: Claimed) -> None:
         event = item.event
@@ -97,24 +102,31 @@ class MessagePipeline:
             raise PermanentFailure(f"channel {event.channel!r} is not configured")
         async with self.engine.connect() as conn:
             stored = await outbox.parts_of(conn, item.id)
-        if stored:  # a retry: deliver what was composed and not yet sent
-            await self._deliver(item, channel, stored)
+        if stored and not self.voice.resumes(stored):
+            await self._deliver(item, channel, stored)  # a retry: what was composed, unsent
             return
-        # Before anything shows (no typing indicator for group talk that is not for the buddy,
-        # no learner created for it): whether and how this turn is answered.
-        plan = await self._plan(item, channel)
-        if plan is None:
-            return  # not for the buddy, or deleted before it was answered: no reply
+        plan = None
+        if not self.voice.composed(stored):
+            # Before anything shows (no typing indicator for group talk that is not for the
+            # buddy, no learner created for it): whether and how this turn is answered.
+            plan = await self._plan(item, channel)
+            if plan is None:
+                return  # not for the buddy, or deleted before it was answered: no reply
         clock = StageClock()
-        typing = asyncio.create_task(_keep_typing(channel, event))
+        typing = TypingIndicator(channel, event).start()
+        prefetch = self.voice.prefetch(item, channel, stored)  # downloads beside the lookup
         try:
             with clock.stage("learner"):
-                learner_id = await self._learner(item)
+                learner_id, voice_mode = await self._learner(item)
+            if stored or self.voice.takes(event, channel, voice_mode):
+                turn = VoiceTurn(item, channel, stored, learner_id, clock, typing, plan)
+                await self.voice.handle(turn, prefetch)
+                return
+            assert plan is not None
             parts = await self._compose(item, channel, learner_id, clock, plan)
         finally:
-            typing.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await typing
+            await self.voice.drop(prefetch)
+            await typing.stop()
         await self._deliver(item, channel, parts)
 
     async def _plan(self, item: Claimed, channel: Channel) -> TurnPlan | None:
@@ -175,23 +187,13 @@ class MessagePipeline:
             log.info("turn deleted while answering", item=item.id, channel=event.channel)
             return []
         texts = split_text(reply.text, channel.max_text_length)
-        turns: list[dict[str, object]] = []
-        if not reply.erased:
-            common = {"learner_id": learner_id, "channel": event.channel}
-            inbound = {
-                **common,
-                "direction": "in",
-                "modality": reply.modality,
-                "text": reply.inbound_memory or event.text,
-                "provider_message_id": event.message_id,
-                "timings": {**clock.timings, **reply.timings},
-            }
-            if turn_input.images:
-                inbound["media"] = _media_meta(turn_input)
-            outbound = {**common, "direction": "out", "modality": "text", "text": reply.text}
-            turns = [inbound, {**outbound, "status": "pending"}]
-            if event.kind is Kind.CALL_RECAP:  # a call recap (issue 14) logs only the reply
-                turns = turns[1:]
+        turns = exchange_turns(
+            event,
+            learner_id,
+            reply,
+            timings={**clock.timings, **reply.timings},
+            media=_media_meta(turn_input),
+        )
         async with self.engine.begin() as conn:
             await self.inbox.take(conn, item, plan.absorbed)
             parts = await outbox.store_reply(conn, item.id, turns, [("text", t) for t in texts])
@@ -205,11 +207,12 @@ class MessagePipeline:
         )
         return parts
 
-    async def _learner(self, item: Claimed) -> int:
-        """The learner behind the event, created on first contact."""
+    async def _learner(self, item: Claimed) -> tuple[int, str]:
+        """The learner behind the event (created on first contact) and their voice
+        preference."""
         event = item.event
         async with self.engine.begin() as conn:
-            learner_id, created = await repos.learner_id_for(
+            learner_id, created, voice_mode = await repos.learner_id_for(
                 conn,
                 event.channel,
                 event.user_id,
@@ -219,7 +222,7 @@ class MessagePipeline:
             )
         if created:
             log.info("new learner", learner=learner_id, channel=event.channel)
-        return learner_id
+        return learner_id, voice_mode
 
     async def _prepare_input(
         self, event: InboundEvent, channel: Channel, plan: TurnPlan
@@ -279,7 +282,7 @@ class MessagePipeline:
         pending = [p for p in parts if p.sent_at is None]
         if not pending:
             return
-        outbound = [OutboundPart(kind=p.kind, text=p.body) for p in pending]
+        outbound = [outbound_part(p) for p in pending]
         started = time.perf_counter()
         try:
             ids = await channel.send(
@@ -294,12 +297,8 @@ class MessagePipeline:
     async def _mark_sent(self, item: Claimed, parts: list[Part], ids: list[str]) -> None:
         if not parts:
             return
-        event = item.event
         async with self.engine.begin() as conn:
-            turn_id = await outbox.mark_sent(conn, item.id, parts, ids)
-            if turn_id is not None:  # every message of the reply: a reaction to any finds it
-                chat = event.chat_id or event.user_id
-                await outbox.record_sent(conn, event.channel, chat, turn_id, ids)
+            await record_delivery(conn, item, parts, ids)
 
     async def _apply_status(self, event: InboundEvent) -> None:
         if not event.message_id or not event.status:
@@ -308,14 +307,69 @@ class MessagePipeline:
             await repos.set_turn_status(session, event.message_id, event.status, event.status_error)
 
 
-async def _keep_typing(channel: Channel, event: InboundEvent) -> None:
-    """Show the typing indicator until cancelled, sent again every ``typing_interval``
-    seconds where the platform's indicator fades sooner than a slow answer."""
-    while True:
-        await channel.typing(event)
-        if not channel.typing_interval:
-            return
-        await asyncio.sleep(channel.typing_interval)
+@dataclass
+class VoiceTurn:
+    """What the voice path gets of an event the pipeline hands it."""
+
+    item: Claimed
+    channel: Channel
+    stored: list[Part]  # its outbox so far (a retry resumes from it)
+    learner_id: int
+    clock: StageClock
+    typing: TypingIndicator
+    plan: TurnPlan | None  # None when the reply is stored already
+
+
+async def record_delivery(
+    conn: AsyncConnection, item: Claimed, parts: list[Part], ids: list[str]
+) -> None:
+    """Mark ``parts`` sent with their provider ids, and remember every id of the reply so
+    that a reaction or a reply to any of its messages finds the turn."""
+    event = item.event
+    turn_id = await outbox.mark_sent(conn, item.id, parts, ids)
+    if turn_id is not None:
+        chat = event.chat_id or event.user_id
+        await outbox.record_sent(conn, event.channel, chat, turn_id, ids)
+
+
+def exchange_turns(
+    event: InboundEvent,
+    learner_id: int,
+    reply: TutorReply,
+    *,
+    timings: dict[str, float],
+    media: dict[str, Any] | None = None,
+    transcript: str | None = None,
+) -> list[dict[str, Any]]:
+    """The conversation-log rows of one exchange (the learner's turn and the buddy's pending
+    answer), for ``outbox.store_reply`` to write beside the reply's parts."""
+    if reply.erased:
+        return []
+    common = {"learner_id": learner_id, "channel": event.channel}
+    inbound: dict[str, Any] = {
+        **common,
+        "direction": "in",
+        "modality": reply.modality,
+        "text": reply.inbound_memory or event.text,
+        "provider_message_id": event.message_id,
+        "timings": timings,
+    }
+    if media is not None:
+        inbound["media"] = media
+    if transcript is not None:
+        inbound["transcript"] = transcript
+    outbound = {**common, "direction": "out", "modality": "text", "text": reply.text}
+    turns = [inbound, {**outbound, "status": "pending"}]
+    if event.kind is Kind.CALL_RECAP:  # a call recap (issue 14) logs only the reply
+        turns = turns[1:]
+    return turns
+
+
+def outbound_part(part: Part) -> OutboundPart:
+    """A stored text part as the channel sends it ("You said …" is text sent ahead)."""
+    if part.kind == "heard":
+        return OutboundPart(kind="text", text=part.body, interim=True)
+    return OutboundPart(kind=part.kind, text=part.body)
 
 
 def _media_meta(turn: TutorInput) -> dict[str, Any] | None:

@@ -21,7 +21,10 @@ from languagebuddy.channels.base import Channel
 from languagebuddy.config import ConfigError, Settings
 from languagebuddy.inbox.queue import Inbox
 from languagebuddy.inbox.worker import Worker, WorkerOptions
+from languagebuddy.media.hosting import MediaHost
 from languagebuddy.store.db import make_engine, make_sessionmaker
+
+MEDIA_PURGE_SECONDS = 300.0  # hosted files live 15 minutes; their rows go within 5 more
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Services:
     inbox: Inbox
     # None without OPENAI_API_KEY: a `serve --no-worker` takes webhooks without the model.
     openai: AsyncOpenAI | None = None
+    media_host: MediaHost | None = None
     channels: dict[str, Channel] = field(default_factory=dict)
     signing_key: str = ""
     # Phone calls (issue 14): the call service and each enabled provider (web routes use them).
@@ -71,17 +75,19 @@ def make_openai_client(settings: Settings) -> AsyncOpenAI:
 
 def build_services(settings: Settings, *, with_channels: bool = True) -> Services:
     engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
     services = Services(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         inbox=Inbox(engine),
         openai=make_openai_client(settings) if settings.openai_api_key else None,
+        media_host=MediaHost(sessions, settings.public_base_url),
     )
     if with_channels:
         from languagebuddy.channels.registry import build_channels
 
-        services.channels = build_channels(settings)
+        services.channels = build_channels(settings, host_media=services.media_host.host)
     return services
 
 
@@ -123,6 +129,8 @@ async def start_services(
 
         try:
             services.signing_key = await ensure_signing_key(services.sessions, settings.signing_key)
+            if services.media_host is not None:  # signs the URLs of hosted voice notes
+                services.media_host.key = services.signing_key
             if services.openai is not None:  # calls talk to the model; `serve` refuses without
                 build_calls(services)
         except BaseException:
@@ -163,11 +171,16 @@ def wake_every_slot(worker: Worker) -> Callable[[], None]:
 async def run_worker(services: Services, stop: asyncio.Event) -> None:
     """The worker and, beside it, the hourly purge of old finished events and (PostgreSQL)
     the LISTEN that wakes it for events stored by other processes."""
-    from languagebuddy.inbox.housekeeping import keep_tidy
+    from languagebuddy.inbox.housekeeping import keep_tidy, repeat_until
 
     settings = services.settings
     worker = build_worker(services)
-    helpers = [asyncio.create_task(keep_tidy(services.inbox, settings.inbox_retention_days, stop))]
+    helpers = [
+        asyncio.create_task(keep_tidy(services.inbox, settings.inbox_retention_days, stop)),
+        asyncio.create_task(
+            repeat_until(stop, MEDIA_PURGE_SECONDS, services.media_host.purge, "media purge")
+        ),
+    ]
     if not settings.is_sqlite:
         from languagebuddy.inbox.notify import wake_on_notify
 

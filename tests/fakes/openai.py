@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from tests.fakes.openai_audio import FakeAudio
 from tests.fakes.server import FakeServer, RecordedRequest
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -101,6 +102,13 @@ class FakeOpenAI:
             ]
         )
         self.server = FakeServer(self.app)
+        # Streamed chat pacing for benchmarks: the first token after ``chat_first_token``
+        # seconds, then ``chat_tokens_per_second`` (0: as fast as possible), a token being
+        # ``chat_chars_per_token`` characters of the answer (0: a word).
+        self.chat_first_token = 0.0
+        self.chat_tokens_per_second = 0.0
+        self.chat_chars_per_token = 0
+        self.audio = FakeAudio(self)
         # The Realtime WebSocket (calls): its own module, options passed through.
         from tests.fakes.openai_realtime import FakeRealtime
 
@@ -148,6 +156,9 @@ class FakeOpenAI:
         with self._lock:
             self.queues.clear()
         self.server.clear()
+        self.chat_first_token = self.chat_tokens_per_second = 0.0
+        self.chat_chars_per_token = 0
+        self.audio.reset()
         self.realtime.reset()
 
     # -- scripting ---------------------------------------------------------------------------
@@ -273,8 +284,10 @@ class FakeOpenAI:
                 item.text,
                 calls,
                 (prompt_tokens, completion_tokens) if include_usage else None,
+                self.chat_chars_per_token,
             )
-            return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+            pacing = (self.chat_first_token, self.chat_tokens_per_second)
+            return StreamingResponse(_sse(chunks, *pacing), media_type="text/event-stream")
         message: dict[str, Any] = {"role": "assistant", "content": item.text, "refusal": None}
         if calls:
             message["tool_calls"] = calls
@@ -367,6 +380,7 @@ def _stream_chunks(
     text: str | None,
     calls: list[dict[str, Any]],
     usage: tuple[int, int] | None,
+    chars_per_token: int = 0,
 ) -> list[dict[str, Any]]:
     """chat.completion.chunk objects as the API streams them: role, content pieces, tool-call
     deltas (id and name first, arguments in pieces), finish reason, then usage (if asked)."""
@@ -383,7 +397,12 @@ def _stream_chunks(
         }
 
     out = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    if text:
+    if text and chars_per_token:
+        out.extend(
+            chunk({"content": text[i : i + chars_per_token]})
+            for i in range(0, len(text), chars_per_token)
+        )
+    elif text:
         words = text.split(" ")
         out.extend(
             chunk({"content": word + (" " if i < len(words) - 1 else "")})
@@ -421,7 +440,19 @@ def _stream_chunks(
     return out
 
 
-async def _sse(chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _sse(
+    chunks: list[dict[str, Any]], first_token: float = 0.0, tokens_per_second: float = 0.0
+) -> AsyncIterator[bytes]:
+    """The chunks as server-sent events; content chunks paced as a model writes them."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tokens = 0
     for item in chunks:
+        choices = item.get("choices") or [{}]
+        if choices[0].get("delta", {}).get("content"):
+            due = start + first_token + (tokens / tokens_per_second if tokens_per_second else 0)
+            tokens += 1
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
         yield f"data: {json.dumps(item, ensure_ascii=False)}\n\n".encode()
     yield b"data: [DONE]\n\n"

@@ -11,6 +11,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -88,6 +89,7 @@ class FakeWhatsApp:
         self.sent: list[dict[str, Any]] = []
         self.read_receipts: list[dict[str, Any]] = []
         self.closed_windows: set[str] = set()
+        self.upload_delay = 0.0  # seconds before a media upload is answered (benchmarks)
         self.app = Starlette(
             routes=[
                 Route(f"/{VERSION}/{{phone_id}}/messages", self._messages, methods=["POST"]),
@@ -329,6 +331,8 @@ class FakeWhatsApp:
         )
 
     async def _upload(self, request: Request) -> Response:
+        if self.upload_delay:
+            await asyncio.sleep(self.upload_delay)
         if (denied := self._auth_error(request)) is not None:
             return denied
         if (fault := self.faults.take(request.url.path)) is not None:
@@ -470,12 +474,13 @@ def whatsapp_audio_webhook(
     media_id: str,
     *,
     voice: bool = True,
+    mime: str = "audio/ogg; codecs=opus",
     wa_id: str = "5511987654321",
     message_id: str | None = None,
 ) -> bytes:
     content = {
         "id": media_id,
-        "mime_type": "audio/ogg; codecs=opus",
+        "mime_type": mime,
         "sha256": "bm90IGNoZWNrZWQ=",
         "voice": voice,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -12,10 +13,15 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
+from tests.audio_samples import INBOUND_FORMATS, decoded
+from tests.audio_samples import voice_note as sample_note
 from tests.cli import run_cli, start_cli
 from tests.fakes.openai import FakeOpenAI
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:")  # in process, the service logs to stdout
 
 
 def chat_env(fake: FakeOpenAI, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -188,3 +194,53 @@ def test_ctrl_c_quits_at_once_and_keeps_the_message(tmp_path: Path) -> None:
     assert later.returncode == 0, later.stderr
     assert "(answering 1 earlier message first)" in later.stderr
     assert "Hola" in later.stdout and "¿Sigues ahí?" in later.stdout
+
+
+def test_chat_voice_prints_what_was_heard_and_saves_the_voice_reply(tmp_path: Path) -> None:
+    note = tmp_path / "nota.ogg"
+    note.write_bytes(sample_note("ogg_opus"))
+    with FakeOpenAI() as fake:
+        env = chat_env(fake, tmp_path)
+        fake.audio.transcript("Hola, me llamo Kai.")
+        fake.reply("¡Hola, Kai! Encantado de conocerte. ¿De dónde eres?")
+        result = run_cli(["chat", "--voice", str(note), "--user", "kai"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines[0] == "You said: “Hola, me llamo Kai.”"
+        assert lines[1] == "¡Hola, Kai! Encantado de conocerte. ¿De dónde eres?"
+        assert lines[2].startswith("(voice reply, ")
+        saved = Path(lines[2].rsplit(": ", 1)[1].rstrip(")"))
+        assert saved.parent == tmp_path and saved.suffix == ".ogg"
+        container, codec, rate, _, seconds = decoded(saved.read_bytes())
+        assert (container, codec, rate) == ("ogg", "opus", 48_000)
+        assert seconds == pytest.approx(sum(s.duration_s for s in fake.audio.speeches), rel=0.05)
+
+
+def test_chat_voice_reads_every_inbound_format(
+    tmp_path: Path,
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The console's own path (in process, for speed) with each format a learner may have."""
+    from languagebuddy.cli_chat import make_event, run_once
+    from languagebuddy.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'lb.db'}",
+        openai_base_url=fake_openai.base_url,
+        openai_api_key=fake_openai.api_key,
+    )
+    for fmt, spec in sorted(INBOUND_FORMATS.items()):
+        path = tmp_path / spec.filename
+        path.write_bytes(sample_note(fmt))
+        fake_openai.audio.transcript(f"Nota en {fmt}.")
+        fake_openai.reply("Muy bien. Sigue así.")
+        event = make_event("lee", None, voice=path)
+        code = asyncio.run(run_once(settings, "lee", event, drop_earlier=False))
+        out = [line for line in capsys.readouterr().out.splitlines() if not LOG_LINE.match(line)]
+        assert code == 0
+        assert out[:2] == [f"You said: “Nota en {fmt}.”", "Muy bien. Sigue así."], fmt
+        assert out[2].startswith("(voice reply, ")
+    assert len(list(tmp_path.glob("languagebuddy-reply-*.ogg"))) == len(INBOUND_FORMATS)

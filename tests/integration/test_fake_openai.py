@@ -135,6 +135,7 @@ async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) 
         await websocket.send_json({"type": "session.created", "event_id": "event_1"})
         await websocket.close()
 
+    real_speech = fake_openai.handlers["/v1/audio/speech"]
     fake_openai.add_endpoint("/v1/audio/speech", "speech", speech)
     # /v1/realtime itself is the built-in fake Realtime API; the extension point serves others.
     fake_openai.add_websocket("/v1/custom-socket", realtime)
@@ -148,5 +149,5 @@ async def test_extension_points_for_audio_and_realtime(fake_openai: FakeOpenAI) 
         async with connect(f"{fake_openai.server.ws_url}/v1/custom-socket") as ws:
             assert "session.created" in await ws.recv()
     finally:
-        fake_openai.handlers.pop("/v1/audio/speech")
+        fake_openai.handlers["/v1/audio/speech"] = real_speech
         fake_openai.app.router.routes.pop()

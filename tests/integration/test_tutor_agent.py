@@ -337,18 +337,24 @@ async def test_streaming_passes_deltas_and_gives_same_reply(
         assert [v.term for v in await repos.vocabulary(session, learner_id)] == ["hola"]
 
 
-async def test_voice_turn_and_voice_preference(
+async def test_voice_turn_is_marked_spoken_and_unclear_words_reach_the_model(
     make_lite_tutor: TutorFactory, fake_openai: FakeOpenAI
 ) -> None:
     tutor = make_lite_tutor()
-    learner_id = await new_learner(tutor, voice_replies=True, **ONBOARDED)
+    learner_id = await new_learner(tutor, **ONBOARDED)
     reply = await tutor.respond(learner_id, TutorInput(kind=Kind.VOICE, text="me gusta el café"))
-    assert reply.voice is True
     assert reply.modality == "voice"
     assert reply.inbound_memory == "me gusta el café"
     assert (
         fake_openai.chat_bodies()[0]["messages"][-1]["content"] == "(voice note) me gusta el café"
     )
+    await tutor.respond(
+        learner_id,
+        TutorInput(kind=Kind.VOICE, text="quiero un perro", unclear_words=("perro",)),
+    )
+    content = fake_openai.chat_bodies()[-1]["messages"][-1]["content"]
+    assert content.startswith("(voice note) quiero un perro")
+    assert "“perro”" in content and "pronunciation tip" in content
 
 
 async def test_call_instructions_use_profile_and_memory(

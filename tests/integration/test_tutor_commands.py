@@ -113,16 +113,21 @@ async def test_level(tutor: Tutor) -> None:
     assert (await learner_row(tutor, learner_id)).level == "B2"
 
 
-async def test_voice_on_off(tutor: Tutor) -> None:
+async def test_voice_on_off_auto(tutor: Tutor) -> None:
     learner_id = await new_learner(tutor, native_language="ko")
+    assert (await learner_row(tutor, learner_id)).voice_mode == "auto"  # the default
     reply = await tutor.respond(learner_id, cmd("/voice on"))
-    assert reply.voice is True and reply.text == phrase("voice_on", "ko")
-    assert (await learner_row(tutor, learner_id)).voice_replies is True
+    assert reply.text == phrase("voice_on", "ko")
+    assert (await learner_row(tutor, learner_id)).voice_mode == "on"
     reply = await tutor.respond(learner_id, cmd("/voice off"))
-    assert reply.voice is False and reply.text == phrase("voice_off", "ko")
-    assert (await learner_row(tutor, learner_id)).voice_replies is False
+    assert reply.text == phrase("voice_off", "ko")
+    assert (await learner_row(tutor, learner_id)).voice_mode == "off"
+    reply = await tutor.respond(learner_id, cmd("/voice auto"))
+    assert reply.text == phrase("voice_auto", "ko")
+    assert (await learner_row(tutor, learner_id)).voice_mode == "auto"
     reply = await tutor.respond(learner_id, cmd("/voice maybe"))
     assert reply.text == phrase("voice_usage", "ko")
+    assert (await learner_row(tutor, learner_id)).voice_mode == "auto"
 
 
 async def test_reset_clears_memory_but_keeps_profile(any_db_tutor: Tutor) -> None:

@@ -13,6 +13,8 @@ LOWER = ("inbox", "ai", "media", "channels", "store", "events.py", "errors.py", 
 UPPER = (
     "tutor",
     "pipeline",
+    "voice",
+    "indicator",
     "photo_sets",
     "side_events",
     "services",

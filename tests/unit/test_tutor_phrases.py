@@ -39,7 +39,9 @@ def test_every_phrase_exists_in_every_interface_language() -> None:
     for key, table in PHRASES.items():
         assert set(table) == set(PHRASE_LANGUAGES), key
         for lang in PHRASE_LANGUAGES:
-            assert phrase(key, lang, language="X", level="B1", words="w", minutes="3").strip()
+            assert phrase(
+                key, lang, language="X", level="B1", words="w", minutes="3", text="X"
+            ).strip()
 
 
 def test_phrase_placeholders_and_fallback() -> None:

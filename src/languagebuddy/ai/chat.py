@@ -86,8 +86,9 @@ def retry_after_seconds(headers: Any) -> float | None:
     return None
 
 
-def _map_error(exc: openai.OpenAIError, kind: str) -> Exception:
-    """Translate what is left after the SDK's own retries into our two exceptions."""
+def map_error(exc: openai.OpenAIError, kind: str) -> Exception:
+    """Translate what is left after the SDK's own retries into our two exceptions (shared by
+    every OpenAI client here: chat, transcription, speech)."""
     if isinstance(exc, openai.APITimeoutError):
         MODEL_CALLS.labels(kind, "timeout").inc()
         return ModelUnavailable("model request timed out")
@@ -115,6 +116,20 @@ def _map_error(exc: openai.OpenAIError, kind: str) -> Exception:
         return ModelRejected(f"model provider rejected the request ({status})", status)
     MODEL_CALLS.labels(kind, "error").inc()
     return ModelUnavailable(f"model call failed: {type(exc).__name__}")
+
+
+def call_failed(exc: openai.OpenAIError, kind: str, model: str) -> Exception:
+    """Log a failed model call (its kind, model and status; never its content) and return
+    the exception to raise in its place."""
+    mapped = map_error(exc, kind)
+    log.warning(
+        "openai.call_failed",
+        kind=kind,
+        model=model,
+        error=type(exc).__name__,
+        status=getattr(exc, "status_code", None),
+    )
+    return mapped
 
 
 class ChatClient:
@@ -147,15 +162,7 @@ class ChatClient:
             else:
                 result = await self._stream(kwargs, on_delta)
         except openai.OpenAIError as exc:
-            mapped = _map_error(exc, kind)
-            log.warning(
-                "openai.call_failed",
-                kind=kind,
-                model=model,
-                error=type(exc).__name__,
-                status=getattr(exc, "status_code", None),
-            )
-            raise mapped from exc
+            raise call_failed(exc, kind, model) from exc
         result.seconds = time.perf_counter() - started
         MODEL_CALLS.labels(kind, "ok").inc()
         return result

@@ -21,6 +21,7 @@ __all__ = [
     "Channel",
     "DeliveryError",
     "MediaLimits",
+    "MediaRef",
     "VerificationError",
     "VoiceFormat",
     "json_object",
@@ -36,6 +37,15 @@ OUR_AUDIO_BYTES = 25 * MB
 # The container a channel's voice replies are encoded in: OGG/Opus renders as a voice note on
 # WhatsApp and Telegram; LINE plays M4A (AAC).
 VoiceFormat = Literal["ogg_opus", "m4a"]
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """Audio uploaded to a platform ahead of its send (a media id, a URL the platform fetches)
+    and until when the platform honours it."""
+
+    ref: str
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,9 @@ class Channel(Protocol):
     typing_interval: float | None
     voice_format: VoiceFormat | None  # None: the channel cannot carry a voice reply
     media_limits: MediaLimits
+    # True: one free reply per learner message, later messages are billed (LINE's reply
+    # token); the pipeline then sends a reply's text and voice note together, in one send.
+    single_reply: bool
     # True: photos sent together carry an album id (so a photo without one is alone and is
     # answered at once); False: a burst of photos is only recognised by waiting for it.
     marks_photo_sets: bool
@@ -102,11 +115,16 @@ class Channel(Protocol):
         False: it is for someone else (a command for another bot); None: no opinion (the
         pipeline then looks for one of the buddy's commands or a reply to the buddy)."""
 
-    async def typing(self, event: InboundEvent) -> None:
-        """Show that the buddy is working (best effort: never raises)."""
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
+        """Show that the buddy is working (best effort: never raises); ``voice``: the reply
+        being prepared is a voice note ("recording…" where the platform can say so)."""
 
     async def download(self, event: InboundEvent) -> Media:
         """Fetch the event's media into memory."""
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
+        """Upload a voice part's audio ahead of sending it, where the platform sends audio by
+        reference; None where the send itself carries the bytes."""
 
     async def send(
         self, event: InboundEvent, parts: list[OutboundPart], *, idempotency_key: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,9 +16,12 @@ from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
     MediaLimits,
+    MediaRef,
     VoiceFormat,
 )
 from languagebuddy.events import InboundEvent, Media, OutboundPart
+
+_EXTENSIONS = {"audio/ogg": "ogg", "audio/mp4": "m4a", "audio/mpeg": "mp3"}
 
 
 class ConsoleChannel:
@@ -25,14 +29,19 @@ class ConsoleChannel:
     max_text_length = 20_000
     typing_interval = None
     voice_format: VoiceFormat = "ogg_opus"  # saved to a file the console names
+    single_reply = False
     media_limits = MediaLimits(image_bytes=OUR_IMAGE_BYTES, audio_bytes=OUR_AUDIO_BYTES)
     marks_photo_sets = True  # one file per command
 
     async def addressed(self, event: InboundEvent) -> bool | None:
         return True  # the terminal is a private chat
 
-    def __init__(self, write: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, write: Callable[[str], None] = print, *, voice_dir: Path | None = None
+    ) -> None:
         self._write = write
+        self._voice_dir = voice_dir or Path.cwd()
+        self.saved: list[Path] = []  # voice replies written, in order
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         raise BadPayload("the console channel has no webhook")
@@ -40,7 +49,10 @@ class ConsoleChannel:
     def parse(self, body: bytes) -> list[InboundEvent]:
         raise BadPayload("the console channel has no webhook")
 
-    async def typing(self, event: InboundEvent) -> None:
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
+        return None
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
         return None
 
     async def download(self, event: InboundEvent) -> Media:
@@ -58,10 +70,22 @@ class ConsoleChannel:
     ) -> list[str]:
         ids = []
         for part in parts:
-            if part.text:
+            if part.kind == "voice" and part.audio:
+                path = await self._save(part)
+                self._write(f"(voice reply, {part.duration_s or 0:.1f} s: {path})")
+            elif part.text:
                 self._write(part.text)
             ids.append(f"console-{uuid.uuid4().hex[:12]}")
         return ids
+
+    async def _save(self, part: OutboundPart) -> Path:
+        """The terminal plays nothing: the note goes to a file named after the moment."""
+        extension = _EXTENSIONS.get((part.audio_mime or "").split(";")[0].strip(), "bin")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self._voice_dir / f"languagebuddy-reply-{stamp}-{uuid.uuid4().hex[:6]}.{extension}"
+        await asyncio.to_thread(path.write_bytes, part.audio or b"")
+        self.saved.append(path)
+        return path
 
     async def aclose(self) -> None:
         return None

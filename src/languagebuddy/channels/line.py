@@ -32,6 +32,7 @@ from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
     MediaLimits,
+    MediaRef,
     VerificationError,
     VoiceFormat,
     json_object,
@@ -58,6 +59,9 @@ NAME = "line"
 MAX_MESSAGES_PER_CALL = 5
 LOADING_SECONDS = 20  # the loading animation's length (LINE allows 5-60 s)
 REPLY_TOKEN_TTL = 50.0  # LINE documents "about one minute"; leave a margin
+# A hosted URL lives 15 minutes; reuse one for a retried send only while LINE has time to
+# fetch it.
+HOSTED_URL_TRUSTED_SECONDS = 10 * 60
 RETRY_KEY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://languagebuddy/line/retry-key")
 _UNSUPPORTED = {"sticker", "video", "file", "location"}
 # LINE documents no size limit for content it receives (its own image and audio messages take
@@ -117,6 +121,7 @@ class LineChannel:
     max_text_length = 5000
     typing_interval = LOADING_SECONDS - 2.0  # renewed just before the animation ends
     voice_format: VoiceFormat = "m4a"
+    single_reply = True  # the reply token: one free reply per event, pushes are billed
     marks_photo_sets = True  # imageSet
 
     def __init__(
@@ -177,7 +182,7 @@ class LineChannel:
 
     # --- outbound ------------------------------------------------------------------------
 
-    async def typing(self, event: InboundEvent) -> None:
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
         """The loading animation (one-to-one chats only; ends when our message arrives)."""
         if event.chat_id:
             return
@@ -207,7 +212,8 @@ class LineChannel:
             if first is not None:
                 first.body["quoteToken"] = quote
         sent: list[str] = [""] * len(messages)
-        use_reply = self._reply_token_fresh(event)
+        # Replies are free and there is one per event: keep it for the reply itself.
+        use_reply = self._reply_token_fresh(event) and not all(p.interim for p in parts)
         batches = chunk(list(range(len(messages))), MAX_MESSAGES_PER_CALL)
         for number, batch in enumerate(batches):
             bodies = [messages[i].body for i in batch]
@@ -236,8 +242,10 @@ class LineChannel:
     async def _messages(self, parts: list[OutboundPart]) -> list[_Message]:
         messages: list[_Message] = []
         for index, part in enumerate(parts):
-            if part.kind == "voice" and part.audio and self._host_media is not None:
-                url = await self._host_media(part.audio, part.audio_mime or "audio/mp4")
+            if part.kind == "voice" and (
+                part.media_ref or (part.audio and self._host_media is not None)
+            ):
+                url = part.media_ref or await self._host(part)
                 duration_ms = max(1, round((part.duration_s or 1.0) * 1000))
                 body = {"type": "audio", "originalContentUrl": url, "duration": duration_ms}
                 messages.append(_Message(index, body))
@@ -247,6 +255,17 @@ class LineChannel:
             for text in split_text(part.text, self.max_text_length):
                 messages.append(_Message(index, {"type": "text", "text": text}))
         return messages
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
+        """Publish the note at our signed /media URL, which LINE fetches (M4A, HTTPS)."""
+        if self._host_media is None or not part.audio:
+            return None
+        url = await self._host(part)
+        return MediaRef(url, self._clock() + HOSTED_URL_TRUSTED_SECONDS)
+
+    async def _host(self, part: OutboundPart) -> str:
+        assert self._host_media is not None
+        return await self._host_media(part.audio or b"", part.audio_mime or "audio/mp4")
 
     async def _reply(self, reply_token: str, bodies: list[dict[str, Any]]) -> list[str]:
         response = await call(

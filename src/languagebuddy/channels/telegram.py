@@ -24,6 +24,7 @@ from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
     MediaLimits,
+    MediaRef,
     VerificationError,
     VoiceFormat,
     json_object,
@@ -102,6 +103,7 @@ class TelegramChannel:
     max_text_length = 4096
     typing_interval = 4.5  # a chat action lasts 5 s
     voice_format: VoiceFormat = "ogg_opus"
+    single_reply = False
     marks_photo_sets = True  # media_group_id
 
     def __init__(
@@ -194,9 +196,10 @@ class TelegramChannel:
         payload = json_or_none(response)
         return payload.get("result") if isinstance(payload, dict) else None
 
-    async def typing(self, event: InboundEvent) -> None:
-        """sendChatAction lasts 5 s or until our next message."""
-        action = "record_voice" if event.extra.get("reply_voice") else "typing"
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
+        """sendChatAction lasts 5 s or until our next message; "recording voice…" while a
+        voice reply is being made."""
+        action = "record_voice" if voice else "typing"
         try:
             await self._api(
                 "sendChatAction", RetryPolicy(attempts=1), json={**_target(event), "action": action}
@@ -235,6 +238,10 @@ class TelegramChannel:
             }
         result = await self._api("sendMessage", json=body)
         return _message_id(result)
+
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
+        """sendVoice carries the file itself: nothing to upload ahead."""
+        return None
 
     async def _send_voice(self, event: InboundEvent, part: OutboundPart) -> str:
         """sendVoice multipart; OGG/Opus shows as a voice message with a waveform."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from languagebuddy.channels.base import (
     BadPayload,
     DeliveryError,
     MediaLimits,
+    MediaRef,
     VerificationError,
     VoiceFormat,
     json_object,
@@ -48,6 +50,7 @@ from languagebuddy.logs import get_logger
 log = get_logger(__name__)
 
 NAME = "whatsapp"
+UPLOAD_KEPT_SECONDS = 29 * 86_400
 # Meta's media limits (Cloud API "supported media types"): images 5 MB, audio 16 MB, documents
 # 100 MB. A photo sent as a document is an image under the document limit (and ours).
 LIMITS = MediaLimits(
@@ -103,6 +106,7 @@ class WhatsAppChannel:
     max_text_length = 4096
     typing_interval = 20.0  # Meta drops the indicator after 25 s or at our reply
     voice_format: VoiceFormat = "ogg_opus"
+    single_reply = False
     marks_photo_sets = False  # a burst of photos is separate messages
 
     def __init__(
@@ -173,8 +177,9 @@ class WhatsAppChannel:
 
     # --- outbound ------------------------------------------------------------------------
 
-    async def typing(self, event: InboundEvent) -> None:
-        """Mark the learner's message read and show "typing…" (up to 25 s or until we reply)."""
+    async def typing(self, event: InboundEvent, *, voice: bool = False) -> None:
+        """Mark the learner's message read and show "typing…" (up to 25 s or until we reply;
+        the Cloud API has only the text indicator, also while a voice reply is made)."""
         if not event.message_id or event.kind is Kind.STATUS:
             return
         body = {
@@ -203,7 +208,7 @@ class WhatsAppChannel:
         ids: list[str] = []
         for part in parts:
             try:
-                if part.kind == "voice" and part.audio:
+                if part.kind == "voice" and (part.audio or part.media_ref):
                     ids.append(await self._send_voice(event, part))
                     continue
                 texts = split_text(part.text, self.max_text_length)
@@ -250,9 +255,17 @@ class WhatsAppChannel:
         }
         return await self._post_message(body, "messages")
 
-    async def _send_voice(self, event: InboundEvent, part: OutboundPart) -> str:
-        """Upload the audio (OGG/Opus renders as a voice note) and send it by media id."""
+    async def upload_voice(self, event: InboundEvent, part: OutboundPart) -> MediaRef | None:
+        """Upload the note; Meta keeps uploaded media for 30 days (we count 29)."""
         media_id = await self.upload(part.audio or b"", part.audio_mime or "audio/ogg")
+        return MediaRef(media_id, time.time() + UPLOAD_KEPT_SECONDS)
+
+    async def _send_voice(self, event: InboundEvent, part: OutboundPart) -> str:
+        """Send by media id (OGG/Opus renders as a voice note), uploading first unless the
+        part was uploaded already."""
+        media_id = part.media_ref or await self.upload(
+            part.audio or b"", part.audio_mime or "audio/ogg"
+        )
         body = {
             "messaging_product": "whatsapp",
             **self._recipient(event),

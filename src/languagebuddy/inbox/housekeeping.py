@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from languagebuddy.inbox.queue import Inbox
@@ -26,12 +27,24 @@ async def purge_once(inbox: Inbox, retention_days: float) -> int:
 async def keep_tidy(
     inbox: Inbox, retention_days: float, stop: asyncio.Event, every_seconds: float = 3600.0
 ) -> None:
-    """Purge now and then every ``every_seconds`` until ``stop``; a failed purge waits for the
-    next round (the database may be briefly away)."""
+    """Purge now and then every ``every_seconds`` until ``stop``."""
+    await repeat_until(
+        stop, every_seconds, lambda: purge_once(inbox, retention_days), "inbox purge"
+    )
+
+
+async def repeat_until(
+    stop: asyncio.Event,
+    every_seconds: float,
+    action: Callable[[], Awaitable[object]],
+    name: str,
+) -> None:
+    """Run ``action`` now and then every ``every_seconds`` until ``stop``; a failed round waits
+    for the next one (the database may be briefly away)."""
     while not stop.is_set():
         try:
-            await purge_once(inbox, retention_days)
+            await action()
         except Exception:
-            log.exception("inbox purge failed")
+            log.exception(f"{name} failed")
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every_seconds)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -49,7 +50,9 @@ class Learner(Base):
     native_language: Mapped[str | None] = mapped_column(String(40))
     target_language: Mapped[str | None] = mapped_column(String(40))
     level: Mapped[str | None] = mapped_column(String(2))
-    voice_replies: Mapped[bool] = mapped_column(Boolean, default=False)
+    # auto: voice notes are answered with voice (and text), text with text; on: text is
+    # answered with voice too; off: everything with text only (/voice on|off|auto).
+    voice_mode: Mapped[str] = mapped_column(String(4), default="auto", server_default="auto")
     interface_language: Mapped[str | None] = mapped_column(String(40))
     summary: Mapped[str | None] = mapped_column(Text)
     summary_upto_turn_id: Mapped[int | None] = mapped_column(BigId)
@@ -202,10 +205,36 @@ class OutboxPart(Base):
         ForeignKey("inbox.id", ondelete="CASCADE"), index=True
     )
     seq: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(12))  # text | voice
-    body: Mapped[str] = mapped_column(Text)
+    # text | voice | heard (the "You said: …" line sent before the reply to a voice note)
+    kind: Mapped[str] = mapped_column(String(12))
+    body: Mapped[str] = mapped_column(Text)  # a voice part's body is the text it speaks
     sent_at: Mapped[float | None] = mapped_column(Float)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    # A voice part's encoded note, stored before upload so that a crash or a platform error
+    # never costs a second synthesis; dropped once the note is delivered.
+    audio: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    audio_mime: Mapped[str | None] = mapped_column(String(60))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    # The platform's handle on the uploaded audio (a media id, a hosted URL) and until when
+    # it is good, so that a failed send is retried without uploading again.
+    media_ref: Mapped[str | None] = mapped_column(String(1000))
+    media_ref_until: Mapped[float | None] = mapped_column(Float)
+    # A heard part keeps what the transcription gave (text, unclear words, the audio's meta),
+    # so that a reclaimed event never transcribes again.
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class HostedMedia(Base):
+    """A file a platform fetches from us by URL (LINE voice replies): kept in the database so
+    that any instance behind a load balancer can serve it, and deleted once expired."""
+
+    __tablename__ = "hosted_media"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    mime: Mapped[str] = mapped_column(String(60))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class KeyValue(Base):

@@ -27,23 +27,75 @@ _SENT = SentMessage.__table__
 
 @dataclass
 class Part:
-    """One stored part of a reply."""
+    """One stored part of a reply. A voice reply's parts also carry what is needed to finish
+    it after a crash: the transcript of a ``heard`` part (``meta``), and the platform's handle
+    on a ``voice`` part's uploaded audio (``media_ref``). The audio itself is read on demand
+    (:func:`stored_audio`): it is not needed to resume anything else."""
 
     id: int
     seq: int
     kind: str
     body: str
     sent_at: float | None = None
+    meta: dict[str, Any] | None = None
+    media_ref: str | None = None
+    media_ref_until: float | None = None
+
+
+_PART_COLUMNS = (
+    _PARTS.c.id,
+    _PARTS.c.seq,
+    _PARTS.c.kind,
+    _PARTS.c.body,
+    _PARTS.c.sent_at,
+    _PARTS.c.meta,
+    _PARTS.c.media_ref,
+    _PARTS.c.media_ref_until,
+)
 
 
 async def parts_of(conn: AsyncConnection, inbox_item_id: int) -> list[Part]:
     """The parts already stored for an inbox item, in order (empty on a first attempt)."""
     rows = await conn.execute(
-        select(_PARTS.c.id, _PARTS.c.seq, _PARTS.c.kind, _PARTS.c.body, _PARTS.c.sent_at)
-        .where(_PARTS.c.inbox_item_id == inbox_item_id)
-        .order_by(_PARTS.c.seq)
+        select(*_PART_COLUMNS).where(_PARTS.c.inbox_item_id == inbox_item_id).order_by(_PARTS.c.seq)
     )
     return [Part(*row) for row in rows]
+
+
+async def store_part(
+    conn: AsyncConnection,
+    inbox_item_id: int,
+    seq: int,
+    kind: str,
+    body: str,
+    meta: dict[str, Any] | None = None,
+) -> Part:
+    """One part stored on its own, ahead of the reply (the "You said" line of a voice note)."""
+    result = await conn.execute(
+        insert(_PARTS)
+        .values(inbox_item_id=inbox_item_id, seq=seq, kind=kind, body=body, meta=meta)
+        .returning(_PARTS.c.id)
+    )
+    return Part(id=result.scalar_one(), seq=seq, kind=kind, body=body, meta=meta)
+
+
+async def update_part(conn: AsyncConnection, part_id: int, **values: Any) -> None:
+    """Store what a voice part gained since (its audio, its media handle) or settle it."""
+    await conn.execute(update(_PARTS).where(_PARTS.c.id == part_id).values(**values))
+
+
+async def stored_audio(conn: AsyncConnection, part_id: int) -> tuple[bytes, str, float] | None:
+    """(audio, MIME type, seconds) of a voice part whose note was stored, else None."""
+    row = (
+        await conn.execute(
+            select(_PARTS.c.audio, _PARTS.c.audio_mime, _PARTS.c.duration_s).where(
+                _PARTS.c.id == part_id
+            )
+        )
+    ).first()
+    if row is None or row.audio is None:
+        return None
+    return row.audio, row.audio_mime or "audio/ogg", row.duration_s or 0.0
 
 
 async def store_reply(
@@ -51,9 +103,11 @@ async def store_reply(
     inbox_item_id: int,
     turns: list[dict[str, Any]],
     parts: list[tuple[str, str]],
+    *,
+    first_seq: int = 0,
 ) -> list[Part]:
     """Insert the exchange's turns (``turns``: Turn column values, in order) and the reply's
-    parts (``(kind, body)`` each); returns the parts as stored."""
+    parts (``(kind, body)`` each, numbered from ``first_seq``); returns the parts as stored."""
     now = time.time()
     for turn in turns:  # one statement each: their columns differ (NULL where not given)
         await conn.execute(
@@ -63,7 +117,7 @@ async def store_reply(
         return []
     rows = [
         {"inbox_item_id": inbox_item_id, "seq": seq, "kind": kind, "body": body}
-        for seq, (kind, body) in enumerate(parts)
+        for seq, (kind, body) in enumerate(parts, start=first_seq)
     ]
     result = await conn.execute(
         insert(_PARTS).returning(_PARTS.c.id, sort_by_parameter_order=True), rows
@@ -78,14 +132,14 @@ async def mark_sent(
     conn: AsyncConnection, inbox_item_id: int, parts: list[Part], provider_ids: list[str]
 ) -> int | None:
     """Record what was delivered: each part's provider id, and the reply's turn as sent (with
-    the first provider id, which delivery receipts will name). Returns that turn's id."""
+    the first provider id, which delivery receipts will name). Returns that turn's id. A
+    delivered voice note's audio is dropped: nothing will need it again."""
     now = time.time()
     for part, provider_id in zip(parts, provider_ids, strict=False):
-        await conn.execute(
-            update(_PARTS)
-            .where(_PARTS.c.id == part.id)
-            .values(sent_at=now, provider_message_id=provider_id)
-        )
+        values: dict[str, Any] = {"sent_at": now, "provider_message_id": provider_id}
+        if part.kind == "voice":
+            values["audio"] = None
+        await conn.execute(update(_PARTS).where(_PARTS.c.id == part.id).values(**values))
         part.sent_at = now
     if not provider_ids:
         return None

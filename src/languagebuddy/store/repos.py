@@ -93,13 +93,13 @@ async def learner_id_for(
     phone_e164: str | None = None,
     display_name: str | None = None,
     language_hint: str | None = None,
-) -> tuple[int, bool]:
-    """(learner id, created) for a channel identity, on the connection of the caller's
-    transaction. Known learners (every message but the first) take one Core select; first
-    contact goes through ``find_or_create_learner`` (phone linking, races)."""
+) -> tuple[int, bool, str]:
+    """(learner id, created, voice mode) for a channel identity, on the connection of the
+    caller's transaction. Known learners (every message but the first) take one Core select;
+    first contact goes through ``find_or_create_learner`` (phone linking, races)."""
     row = (
         await conn.execute(
-            select(Identity.learner_id, Learner.display_name)
+            select(Identity.learner_id, Learner.display_name, Learner.voice_mode)
             .join(Learner, Learner.id == Identity.learner_id)
             .where(Identity.channel == channel, Identity.channel_user_id == channel_user_id)
         )
@@ -111,7 +111,7 @@ async def learner_id_for(
                 .where(Learner.id == row.learner_id)
                 .values(display_name=display_name)
             )
-        return row.learner_id, False
+        return row.learner_id, False, row.voice_mode or "auto"
     session = AsyncSession(bind=conn, expire_on_commit=False)
     learner, created = await find_or_create_learner(
         session,
@@ -122,7 +122,7 @@ async def learner_id_for(
         language_hint=language_hint,
     )
     await session.flush()
-    return learner.id, created
+    return learner.id, created, learner.voice_mode or "auto"
 
 
 async def get_learner(session: AsyncSession, learner_id: int) -> Learner | None:
@@ -135,7 +135,7 @@ async def update_learner(session: AsyncSession, learner_id: int, **fields: Any) 
         "native_language",
         "target_language",
         "level",
-        "voice_replies",
+        "voice_mode",
         "interface_language",
         "summary",
         "summary_upto_turn_id",

@@ -303,7 +303,6 @@ class Tutor:
         )
         return TutorReply(
             text=text,
-            voice=bool(learner.voice_replies),
             inbound_memory=inbound,
             modality=modality,
             usage=usage.totals(),
@@ -380,7 +379,16 @@ def _user_content(turn: TutorInput) -> str | list[dict[str, Any]]:
         ]
         return [{"type": "text", "text": context + caption}, *images]
     text = (turn.text or turn.caption or "").strip()
-    return context + (f"(voice note) {text}" if turn.kind == Kind.VOICE else text)
+    if turn.kind != Kind.VOICE:
+        return context + text
+    if not turn.unclear_words:
+        return f"{context}(voice note) {text}"
+    heard = ", ".join(f"“{word}”" for word in turn.unclear_words)
+    return (
+        f"{context}(voice note) {text}\n(The speech recogniser was unsure of: {heard}. If that "
+        "looks like a pronunciation slip, you may add one short pronunciation tip; otherwise "
+        "ignore this note.)"
+    )
 
 
 def _context_note(turn: TutorInput) -> str:

@@ -21,6 +21,9 @@ class TutorInput:
     problem: str | None = None  # e.g. image_too_large, image_not_an_image, audio_corrupt
     unsupported_type: str | None = None
     language_hint: str | None = None
+    # A voice note's words the speech model heard with low confidence: the tutor may give one
+    # short pronunciation tip about them.
+    unclear_words: tuple[str, ...] = ()
     # Photos sent together get one lesson: the first is ``image``, the rest come here, and
     # ``photos_left_out`` counts those of the set the model does not see (over the cap, unusable).
     more_images: tuple[PreparedImage, ...] = ()
@@ -38,7 +41,6 @@ class TutorInput:
 @dataclass
 class TutorReply:
     text: str
-    voice: bool = False  # the learner prefers voice replies
     erased: bool = False  # /forget-me: the learner no longer exists, store nothing
     inbound_memory: str | None = None  # what the log keeps for the learner's turn
     modality: str = "text"  # text | command | image | voice | unsupported | call_recap

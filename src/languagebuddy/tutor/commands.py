@@ -17,6 +17,12 @@ _ALIASES = {"forget_me": "forget-me", "forgetme": "forget-me", "lang": "language
 COMMANDS = ("start", "help", "language", "level", "voice", "reset", "forget-me")
 _ON = {"on", "yes", "1", "true", "si", "sí", "oui", "ja", "sim", "はい", "开", "켜기"}
 _OFF = {"off", "no", "0", "false", "non", "nein", "não", "nao", "いいえ", "关", "끄기"}
+_AUTO = {"auto", "default", "automático", "automatique", "automatisch", "自動", "自动", "자동"}
+_VOICE_MODES = {
+    **dict.fromkeys(_ON, "on"),
+    **dict.fromkeys(_OFF, "off"),
+    **dict.fromkeys(_AUTO, "auto"),
+}
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,11 @@ async def run_command(
         return _reply(phrase("level_set", lang, level=level))
     if name == "voice":
         choice = arg.lower()
-        if choice not in _ON | _OFF:
-            return _reply(phrase("voice_usage", lang), voice=learner.voice_replies)
-        on = choice in _ON
-        await repos.update_learner(session, learner.id, voice_replies=on)
-        return _reply(phrase("voice_on" if on else "voice_off", lang), voice=on)
+        mode = _VOICE_MODES.get(choice)
+        if mode is None:
+            return _reply(phrase("voice_usage", lang))
+        await repos.update_learner(session, learner.id, voice_mode=mode)
+        return _reply(phrase(f"voice_{mode}", lang))
     if name == "reset":
         await repos.clear_memory(session, learner.id)
         return _reply(phrase("reset_done", lang))
@@ -80,5 +86,5 @@ async def run_command(
     return _reply(phrase("unknown_command", lang) + "\n" + phrase("help", lang))
 
 
-def _reply(text: str, *, voice: bool = False) -> TutorReply:
-    return TutorReply(text=text, voice=voice, modality="command")
+def _reply(text: str) -> TutorReply:
+    return TutorReply(text=text, modality="command")

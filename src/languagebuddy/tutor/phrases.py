@@ -189,7 +189,7 @@ def phrase_language(*candidates: str | None) -> str:
     return "en"
 
 
-_HELP_COMMANDS = "/language es · /level B1 · /voice on|off · /reset · /forget-me · /help"
+_HELP_COMMANDS = "/language es · /level B1 · /voice on|off|auto · /reset · /forget-me · /help"
 
 PHRASES: dict[str, dict[str, str]] = {
     "welcome": {
@@ -362,6 +362,72 @@ PHRASES: dict[str, dict[str, str]] = {
         "zh": "这条语音太长了。可以发一条短一点的吗？",
         "ko": "음성 메시지가 너무 길어요. 더 짧게 보내 주시겠어요?",
     },
+    "audio_empty": {
+        "en": "That voice note was empty or too short for me to hear anything. Could you "
+        "record it again?",
+        "es": "Esa nota de voz estaba vacía o era demasiado corta. ¿Puedes grabarla otra vez?",
+        "fr": "Ce message vocal était vide ou trop court. Tu peux le réenregistrer ?",
+        "de": "Die Sprachnachricht war leer oder zu kurz. Nimmst du sie noch einmal auf?",
+        "it": "Il vocale era vuoto o troppo breve. Puoi registrarlo di nuovo?",
+        "pt": "Esse áudio estava vazio ou curto demais. Pode gravar de novo?",
+        "ja": "ボイスメッセージが空か、短すぎました。もう一度録音してもらえますか？",
+        "zh": "这条语音是空的或太短了。可以重新录一次吗？",
+        "ko": "음성 메시지가 비어 있거나 너무 짧아요. 다시 녹음해 주시겠어요?",
+    },
+    "audio_silent": {
+        "en": "I couldn't hear any speech in that voice note. Could you try again a little "
+        "closer to the microphone?",
+        "es": "No oí ninguna voz en esa nota de voz. ¿Lo intentas otra vez un poco más cerca "
+        "del micrófono?",
+        "fr": "Je n'ai entendu aucune voix dans ce message vocal. Tu peux réessayer un peu plus "
+        "près du micro ?",
+        "de": "In der Sprachnachricht habe ich keine Stimme gehört. Versuch es noch einmal "
+        "etwas näher am Mikrofon.",
+        "it": "Non ho sentito nessuna voce nel vocale. Puoi riprovare un po' più vicino al "
+        "microfono?",
+        "pt": "Não ouvi nenhuma voz nesse áudio. Pode tentar de novo um pouco mais perto do "
+        "microfone?",
+        "ja": "ボイスメッセージから声が聞こえませんでした。マイクに少し近づいて、もう一度試して"
+        "もらえますか？",
+        "zh": "我在这条语音里没有听到说话声。可以靠近麦克风再试一次吗？",
+        "ko": "음성 메시지에서 목소리가 들리지 않았어요. 마이크에 조금 더 가까이 대고 다시 해 "
+        "보시겠어요?",
+    },
+    "audio_too_large": {
+        "en": "That audio file is too large for me. Could you send a shorter voice note?",
+        "es": "Ese archivo de audio es demasiado grande. ¿Puedes mandar una nota de voz más corta?",
+        "fr": "Ce fichier audio est trop lourd pour moi. Tu peux envoyer un message vocal plus "
+        "court ?",
+        "de": "Die Audiodatei ist mir zu groß. Schickst du eine kürzere Sprachnachricht?",
+        "it": "Il file audio è troppo grande per me. Puoi mandare un vocale più breve?",
+        "pt": "Esse arquivo de áudio é grande demais. Pode mandar um áudio mais curto?",
+        "ja": "その音声ファイルは大きすぎます。短めのボイスメッセージを送ってもらえますか？",
+        "zh": "这个音频文件太大了。可以发一条短一点的语音吗？",
+        "ko": "오디오 파일이 너무 커요. 더 짧은 음성 메시지를 보내 주시겠어요?",
+    },
+    "audio_download_failed": {
+        "en": "I couldn't download that voice note. Could you send it again?",
+        "es": "No pude descargar esa nota de voz. ¿Puedes mandarla otra vez?",
+        "fr": "Je n'ai pas pu télécharger ce message vocal. Tu peux le renvoyer ?",
+        "de": "Ich konnte die Sprachnachricht nicht herunterladen. Kannst du sie noch einmal "
+        "schicken?",
+        "it": "Non sono riuscito a scaricare il vocale. Puoi rimandarlo?",
+        "pt": "Não consegui baixar esse áudio. Pode mandar de novo?",
+        "ja": "ボイスメッセージをダウンロードできませんでした。もう一度送ってもらえますか？",
+        "zh": "我没能下载这条语音。可以再发一次吗？",
+        "ko": "음성 메시지를 내려받지 못했어요. 다시 보내 주시겠어요?",
+    },
+    "you_said": {
+        "en": "You said: “{text}”",
+        "es": "Dijiste: «{text}»",
+        "fr": "Tu as dit : « {text} »",
+        "de": "Du hast gesagt: „{text}“",
+        "it": "Hai detto: «{text}»",
+        "pt": "Você disse: “{text}”",
+        "ja": "「{text}」と聞こえました。",
+        "zh": "你说的是：“{text}”",
+        "ko": "이렇게 들었어요: “{text}”",
+    },
     "problem_generic": {
         "en": "I couldn't use that message. Could you try again, or send text?",
         "es": "No pude usar ese mensaje. ¿Lo intentas otra vez o me escribes?",
@@ -441,16 +507,28 @@ PHRASES: dict[str, dict[str, str]] = {
         "zh": "好的，我会用文字回复你。",
         "ko": "좋아요, 글로 답할게요.",
     },
+    "voice_auto": {
+        "en": "OK: I'll answer voice notes with voice and text messages with text.",
+        "es": "Vale: responderé a las notas de voz con voz y a los mensajes de texto con texto.",
+        "fr": "D'accord : je répondrai aux messages vocaux à l'oral et aux messages écrits par "
+        "écrit.",
+        "de": "Okay: Auf Sprachnachrichten antworte ich mit Sprache, auf Text mit Text.",
+        "it": "Ok: risponderò ai vocali con la voce e ai messaggi scritti per iscritto.",
+        "pt": "Ok: vou responder áudios com áudio e mensagens de texto com texto.",
+        "ja": "わかりました。ボイスメッセージには音声で、テキストにはテキストで返事します。",
+        "zh": "好的：语音消息我用语音回复，文字消息用文字回复。",
+        "ko": "좋아요: 음성 메시지에는 음성으로, 글에는 글로 답할게요.",
+    },
     "voice_usage": {
-        "en": "Use /voice on or /voice off.",
-        "es": "Usa /voice on o /voice off.",
-        "fr": "Utilise /voice on ou /voice off.",
-        "de": "Nutze /voice on oder /voice off.",
-        "it": "Usa /voice on o /voice off.",
-        "pt": "Use /voice on ou /voice off.",
-        "ja": "/voice on または /voice off を使ってください。",
-        "zh": "请使用 /voice on 或 /voice off。",
-        "ko": "/voice on 또는 /voice off 를 사용하세요.",
+        "en": "Use /voice on, /voice off or /voice auto.",
+        "es": "Usa /voice on, /voice off o /voice auto.",
+        "fr": "Utilise /voice on, /voice off ou /voice auto.",
+        "de": "Nutze /voice on, /voice off oder /voice auto.",
+        "it": "Usa /voice on, /voice off o /voice auto.",
+        "pt": "Use /voice on, /voice off ou /voice auto.",
+        "ja": "/voice on、/voice off、/voice auto のいずれかを使ってください。",
+        "zh": "请使用 /voice on、/voice off 或 /voice auto。",
+        "ko": "/voice on, /voice off 또는 /voice auto 를 사용하세요.",
     },
     "reset_done": {
         "en": "Done: I've forgotten our conversation. Your profile and words are kept.",

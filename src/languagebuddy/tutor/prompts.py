@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from languagebuddy.ai.tts import SpeechStyle
 from languagebuddy.store.models import Learner, Turn
 from languagebuddy.tutor.phrases import language_name
 
@@ -208,6 +209,37 @@ def call_instructions(
     sections.append(_call_tool_rules(learner))
     sections.append("Open the call with a short greeting that picks up where you left off.")
     return "\n\n".join(sections)
+
+
+_SPEAKING_PACE = {
+    "A1": (
+        "Speak slowly and very clearly, like a patient teacher with a beginner: short "
+        "pauses between sentences, every word distinct.",
+        0.85,
+    ),
+    "A2": (
+        "Speak slowly and clearly, like a patient teacher: a calm pace with short pauses "
+        "between sentences.",
+        0.9,
+    ),
+    "B1": ("Speak clearly at a relaxed, slightly slower than natural pace.", 0.95),
+    "B2": ("Speak clearly at a natural conversational pace.", 1.0),
+    "C1": ("Speak naturally, at native speed.", 1.0),
+    "C2": ("Speak naturally, at native speed.", 1.0),
+}
+
+
+def speech_style(target_language: str | None, level: str | None) -> SpeechStyle:
+    """How a voice reply is spoken: slower and clearer for beginners. ``instructions`` go to
+    models that take them (gpt-4o-mini-tts), ``speed`` to the ones that do not (tts-1)."""
+    pace, speed = _SPEAKING_PACE.get(level or "", _SPEAKING_PACE["B1"])
+    parts = ["You are a warm, friendly language tutor speaking a voice message.", pace]
+    if target_language:
+        parts.append(
+            f"Speak {language_name(target_language)} with a natural native accent; read any "
+            "words in other languages with their own pronunciation."
+        )
+    return SpeechStyle(instructions=" ".join(parts), speed=speed)
 
 
 def _call_tool_rules(learner: Learner) -> str:

@@ -107,6 +107,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     from languagebuddy.web.webhooks import router as webhooks_router
 
     app.include_router(webhooks_router)
+    from languagebuddy.web.media import router as media_router
+
+    app.include_router(media_router)
     from languagebuddy.web.calls import mount_call_routes
 
     mount_call_routes(app)
