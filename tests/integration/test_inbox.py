@@ -391,11 +391,55 @@ async def test_a_put_in_one_process_wakes_workers_in_another(postgres_url: str) 
         await engine.dispose()
 
 
+async def test_a_listener_skips_its_own_process_notifications(postgres_url: str) -> None:
+    """The storing process woke its own worker in process: its LISTEN ignores the NOTIFYs it
+    sent itself (payload = its instance id) and hears those of every other process."""
+    from languagebuddy.inbox.notify import Notifier, wake_on_notify
+    from languagebuddy.store.db import create_all, make_engine
+    from tests.conftest import _reset_postgres
+
+    await _reset_postgres(postgres_url)
+    engine = make_engine(postgres_url)
+    await create_all(engine)
+    ours, theirs = Notifier(engine, sender="me"), Notifier(engine, sender="another")
+    woken: list[int] = []
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(ours.run(stop)),
+        asyncio.create_task(theirs.run(stop)),
+        asyncio.create_task(
+            wake_on_notify(postgres_url, lambda: woken.append(1), stop, ignore="me")
+        ),
+    ]
+    try:
+        for _ in range(50):  # until the listener is connected: another process's poke lands
+            theirs.poke()
+            await asyncio.sleep(0.1)
+            if woken:
+                break
+        assert woken
+        heard = len(woken)
+        for _ in range(5):
+            ours.poke()
+            await asyncio.sleep(0.1)
+        assert len(woken) == heard  # its own: never
+        theirs.poke()
+        for _ in range(50):
+            if len(woken) > heard:
+                break
+            await asyncio.sleep(0.02)
+        assert len(woken) == heard + 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        await engine.dispose()
+
+
 async def test_a_notified_worker_starts_before_its_next_poll(postgres_url: str) -> None:
     """The wiring ``run_worker`` uses: a worker whose slots have backed off to long polls
     handles an event stored by another process as soon as the notification arrives."""
     from languagebuddy.inbox.notify import Notifier, wake_on_notify
-    from languagebuddy.services import wake_every_slot
+    from languagebuddy.services import wake_on_notification
     from languagebuddy.store.db import create_all, make_engine
     from tests.conftest import _reset_postgres
 
@@ -414,7 +458,7 @@ async def test_a_notified_worker_starts_before_its_next_poll(postgres_url: str) 
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(notifier.run(stop)),
-        asyncio.create_task(wake_on_notify(postgres_url, wake_every_slot(worker), stop)),
+        asyncio.create_task(wake_on_notify(postgres_url, wake_on_notification(worker), stop)),
         asyncio.create_task(worker.run(stop)),
     ]
     try:

@@ -29,10 +29,13 @@ class Notifier:
     worker elsewhere learns of new events within that, and a burst of webhooks costs a few
     notifications, not one each."""
 
-    def __init__(self, engine: AsyncEngine, interval: float = 0.05) -> None:
+    def __init__(self, engine: AsyncEngine, interval: float = 0.05, sender: str = "") -> None:
         self._engine = engine
         self._interval = interval
         self._pending = asyncio.Event()
+        # The payload: a listener in the same process (which woke its worker when the events
+        # were stored) knows the notification for its own and ignores it.
+        self.sender = sender
 
     def poke(self, _new: int = 1) -> None:
         """An ``Inbox.on_put`` listener: cheap, never waits."""
@@ -46,7 +49,10 @@ class Notifier:
             self._pending.clear()
             try:
                 async with self._engine.begin() as conn:
-                    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                    await conn.execute(
+                        text("SELECT pg_notify(:channel, :sender)"),
+                        {"channel": CHANNEL, "sender": self.sender},
+                    )
             except Exception as exc:  # polling still finds the events
                 log.warning("inbox notify failed", error=type(exc).__name__)
                 pause = retry_seconds
@@ -57,15 +63,20 @@ class Notifier:
 
 
 async def wake_on_notify(
-    database_url: str, wake: Callable[[], None], stop: asyncio.Event, retry_seconds: float = 5
+    database_url: str,
+    wake: Callable[[], None],
+    stop: asyncio.Event,
+    retry_seconds: float = 5,
+    *,
+    ignore: str | None = None,
 ) -> None:
     """Hold a LISTEN connection until ``stop``, calling ``wake()`` for each notification (one
-    may stand for several events); reconnect after ``retry_seconds`` when the connection drops
-    (polling covers the gap)."""
+    may stand for several events) except those sent as ``ignore`` (this process's own);
+    reconnect after ``retry_seconds`` when the connection drops (polling covers the gap)."""
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     while not stop.is_set():
         try:
-            await _listen(dsn, wake, stop)
+            await _listen(dsn, wake, stop, ignore)
         except Exception as exc:
             log.warning("inbox listen failed", error=type(exc).__name__)
         if not stop.is_set():
@@ -73,15 +84,21 @@ async def wake_on_notify(
                 await asyncio.wait_for(stop.wait(), timeout=retry_seconds)
 
 
-async def _listen(dsn: str, wake: Callable[[], None], stop: asyncio.Event) -> None:
+async def _listen(
+    dsn: str, wake: Callable[[], None], stop: asyncio.Event, ignore: str | None
+) -> None:
     """One connection's life: until ``stop`` or until the server drops it."""
     import asyncpg
+
+    def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if ignore is None or payload != ignore:
+            wake()
 
     conn = await asyncpg.connect(dsn, timeout=10)
     lost = asyncio.Event()
     try:
         conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(CHANNEL, lambda *_: wake())
+        await conn.add_listener(CHANNEL, notified)
         await _first_of(stop.wait(), lost.wait())
     finally:
         with suppress(Exception):

@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         if not services.settings.is_sqlite:  # wake workers of other processes at once
             from languagebuddy.inbox.notify import Notifier
 
-            notifier = Notifier(services.engine)
+            notifier = Notifier(services.engine, sender=services.instance_id)
             services.inbox.on_put(notifier.poke)
             tasks.append(asyncio.create_task(notifier.run(stop)))
         if run_worker:
