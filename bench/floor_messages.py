@@ -48,7 +48,7 @@ SELECT l.id FROM identities AS i JOIN learners AS l ON l.id = i.learner_id
 WHERE i.channel = $1 AND i.channel_user_id = $2
 """
 NEW_LEARNER = """
-INSERT INTO learners (created_at, updated_at, voice_replies) VALUES ($1, $1, false) RETURNING id
+INSERT INTO learners (created_at, updated_at) VALUES ($1, $1) RETURNING id
 """
 NEW_IDENTITY = """
 INSERT INTO identities (learner_id, channel, channel_user_id, created_at) VALUES ($1, $2, $3, $4)
