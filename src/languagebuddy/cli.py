@@ -76,10 +76,13 @@ def serve(
     settings = _settings()
     host = host or settings.serve_host
     port = port if port is not None else settings.serve_port
+    # Without a model key the service still starts (the first `make run` on a fresh machine):
+    # webhooks are stored, nothing is lost, and the log says what is missing.
+    run_worker = not no_worker and bool(settings.openai_api_key)
     with startup_errors():
-        sock = server.prepare(settings, host, port, run_worker=not no_worker)
-    server.report(settings, host, port, workers=workers, run_worker=not no_worker)
-    if not server.run(settings, sock, workers=workers, run_worker=not no_worker):
+        sock = server.prepare(settings, host, port, run_worker=run_worker)
+    server.report(settings, host, port, workers=workers, run_worker=run_worker)
+    if not server.run(settings, sock, workers=workers, run_worker=run_worker):
         raise fail("the server did not start (see the log above)")
 
 

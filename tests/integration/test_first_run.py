@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,7 +75,6 @@ def test_startup_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
             2,
             ["already in use", "--port"],
         ),
-        (["serve", "--port", port], {"DATABASE_URL": sqlite}, 2, ["OPENAI_API_KEY", "--no-worker"]),
         (["chat", "--message", "hola"], {"DATABASE_URL": sqlite}, 2, ["OPENAI_API_KEY"]),
         (
             ["chat", "--image", "nothere.jpg"],
@@ -248,6 +248,38 @@ def test_serve_with_two_workers_on_postgres(postgres_url: str, tmp_path: Path) -
     assert f'"address": "http://127.0.0.1:{port}"' in log and '"processes": 2' in log
     assert '"channel enabled"' in log and '"https://buddy.example.com/webhooks/telegram"' in log
     assert '"channel off"' in log and "WHATSAPP_ACCESS_TOKEN" in log
+
+
+def test_serve_without_a_model_key_starts_and_keeps_the_messages(tmp_path: Path) -> None:
+    """The first `make run` on a fresh machine: no OPENAI_API_KEY. The service starts, says
+    what is missing, and stores what arrives (answered once it runs with a key)."""
+    port = free_port()
+    db = tmp_path / "lb.db"
+    with FakeTelegram() as tg:
+        env = {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+            "TELEGRAM_BOT_TOKEN": tg.token,
+            "TELEGRAM_WEBHOOK_SECRET": tg.webhook_secret,
+            "TELEGRAM_API_BASE_URL": tg.base_url,
+        }
+        log_path = tmp_path / "serve.log"
+        with log_path.open("w") as log:
+            proc = start_cli(["serve", "--port", str(port)], env, tmp_path, stdout=log)
+        try:
+            _wait_until(lambda: '"process ready"' in log_path.read_text(), proc, log_path)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                assert client.get("/readyz").json()["status"] == "ready"
+                body = telegram_text_update("Hola", chat_id=70_000_001, update_id=9001)
+                response = client.post("/webhooks/telegram", content=body, headers=tg.headers())
+                assert response.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+    assert proc.returncode in (0, 130)  # uvicorn re-raises the Ctrl-C once it has shut down
+    assert "OPENAI_API_KEY is not set: messages are stored but not answered" in log_path.read_text()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM inbox").fetchall() == [("pending",)]
+    assert tg.texts_to(70_000_001) == []
 
 
 def _wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]

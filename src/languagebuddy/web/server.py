@@ -32,10 +32,6 @@ def prepare(settings: Settings, host: str, port: int, *, run_worker: bool) -> so
     would fix it; returns the bound socket. Raises ``StartupError``."""
     if settings.telnyx_enabled or settings.vonage_enabled:
         require_openai_key(settings, "phone calls (a call provider is configured)")
-    if run_worker:
-        require_openai_key(
-            settings, "the in-process worker", ", or run `serve --no-worker` beside a worker"
-        )
     sock = bind_listener(host, port)
     try:
         state = asyncio.run(check_database(settings, migrate=True))
@@ -78,6 +74,11 @@ def report(settings: Settings, host: str, port: int, *, workers: int, run_worker
             concurrency=settings.concurrency,
             model=settings.chat_model,
             openai=settings.openai_base_url or "https://api.openai.com/v1",
+        )
+    elif not settings.openai_api_key:
+        log.warning(
+            "OPENAI_API_KEY is not set: messages are stored but not answered until it is; set "
+            "it in the environment or .env (see .env.example) and restart"
         )
     else:
         log.info("no worker in this process (--no-worker): run `languagebuddy worker` beside it")
