@@ -214,6 +214,9 @@ def bind_listener(host: str, port: int) -> socket.socket:
     except OverflowError:
         sock.close()
         raise StartupError(f"--port {port}: not a port number (1-65535)") from None
+    # Listening at once: a request that arrives while the app starts waits in the backlog
+    # (answered when ready) instead of being refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
