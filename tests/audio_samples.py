@@ -4,6 +4,13 @@
 sound like a voice, not a tone) as one of :data:`INBOUND_FORMATS`: OGG/Opus (WhatsApp and
 Telegram voice notes), AAC in ADTS (WhatsApp ``audio/aac``), M4A (LINE, iPhones), AMR-NB
 (WhatsApp ``audio/amr``, old Android), MP4 (``audio/mp4``) and MP3 (``audio/mpeg``).
+
+AMR-NB is the exception: PyAV's wheels stopped shipping an AMR encoder (libopencore_amrnb)
+in 18.1.1, while its decoder stays. So the AMR note is a real recording kept beside this file,
+``samples/speech-12k2.amr``: the same ``speech_like(SAMPLE_TEXT)`` signal encoded by PyAV
+18.1.0's libopencore_amrnb at 12.2 kbit/s. AMR frames stand alone in their container (a
+header byte and a fixed-size payload per 20 ms), so other lengths are made by repeating or
+cutting its frames.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import av
 import numpy as np
@@ -34,7 +42,7 @@ INBOUND_FORMATS: dict[str, Format] = {
         Format("ogg_opus", "ogg", "libopus", 48_000, "audio/ogg", "voice.ogg"),
         Format("aac", "adts", "aac", 44_100, "audio/aac", "voice.aac"),
         Format("m4a", "ipod", "aac", 44_100, "audio/mp4", "voice.m4a"),
-        Format("amr_nb", "amr", "libopencore_amrnb", 8_000, "audio/amr", "voice.amr"),
+        Format("amr_nb", "amr", "amrnb", 8_000, "audio/amr", "voice.amr"),  # a recording
         Format("mp4", "mp4", "aac", 48_000, "audio/mp4", "voice.mp4"),
         Format("mp3", "mp3", "libmp3lame", 44_100, "audio/mpeg", "voice.mp3"),
     )
@@ -51,8 +59,6 @@ def encode(pcm: np.ndarray, rate: int, fmt: Format) -> bytes:
     with av.open(buffer, mode="w", format=fmt.container) as container:
         stream = container.add_stream(fmt.codec, rate=fmt.rate)
         stream.layout = layout
-        if fmt.codec == "libopencore_amrnb":
-            stream.bit_rate = 12_200
         resampler = av.AudioResampler(
             format=stream.codec_context.format, layout=layout, rate=fmt.rate
         )
@@ -71,11 +77,36 @@ def voice_note(
     fmt: str = "ogg_opus", seconds: float | None = None, text: str = SAMPLE_TEXT
 ) -> bytes:
     """A speech-like note in ``fmt``; ``seconds`` stretches or cuts it to that length."""
+    if fmt == "amr_nb":
+        assert text == SAMPLE_TEXT, "the AMR recording says SAMPLE_TEXT only"
+        return amr_recording(seconds)
     pcm = speech_like(text)
     if seconds is not None:
         reps = int(np.ceil(seconds * 24_000 / len(pcm)))
         pcm = np.tile(pcm, reps)[: int(seconds * 24_000)]
     return encode(pcm, 24_000, INBOUND_FORMATS[fmt])
+
+
+AMR_RECORDING = Path(__file__).parent / "samples" / "speech-12k2.amr"
+AMR_MAGIC = b"#!AMR\n"
+# Payload bytes of an AMR-NB frame by its frame type (RFC 4867 section 5.3); 15 = no data.
+_AMR_PAYLOAD = (12, 13, 15, 17, 19, 20, 26, 31, 5, 0, 0, 0, 0, 0, 0, 0)
+
+
+def amr_recording(seconds: float | None = None) -> bytes:
+    """The AMR-NB recording, its 20 ms frames repeated or cut to ``seconds``."""
+    data = AMR_RECORDING.read_bytes()
+    assert data.startswith(AMR_MAGIC)
+    frames: list[bytes] = []
+    position = len(AMR_MAGIC)
+    while position < len(data):
+        size = 1 + _AMR_PAYLOAD[(data[position] >> 3) & 0x0F]
+        frames.append(data[position : position + size])
+        position += size
+    if seconds is not None:
+        wanted = round(seconds * 50)
+        frames = (frames * (wanted // len(frames) + 1))[:wanted]
+    return AMR_MAGIC + b"".join(frames)
 
 
 @lru_cache(maxsize=8)
