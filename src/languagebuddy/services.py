@@ -105,6 +105,10 @@ def build_calls(services: Services) -> None:
         from languagebuddy.calls.telnyx import build_telnyx
 
         services.call_providers["telnyx"] = build_telnyx(settings)
+    if settings.vonage_enabled:
+        from languagebuddy.calls.vonage import build_vonage
+
+        services.call_providers["vonage"] = build_vonage(settings)
     services.calls = CallService(
         settings=settings,
         sessions=services.sessions,

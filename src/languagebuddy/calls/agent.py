@@ -41,13 +41,16 @@ _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 
 
 class CallControl(Protocol):
-    """The provider's call-control commands a live call needs (REST, not the media socket)."""
+    """The provider's call-control commands a live call needs (REST, not the media socket).
+    ``region_url``: the host the provider named for this call's commands, if any."""
 
     provider: str
 
-    async def hang_up(self, provider_call_id: str) -> None: ...
+    async def hang_up(self, provider_call_id: str, *, region_url: str | None = None) -> None: ...
 
-    async def say(self, provider_call_id: str, text: str, language: str) -> float:
+    async def say(
+        self, provider_call_id: str, text: str, language: str, *, region_url: str | None = None
+    ) -> float:
         """Speak ``text`` with the carrier's own voice; returns about how long it takes."""
 
 
@@ -91,6 +94,7 @@ class LiveCall:
     call_id: int
     learner_id: int
     provider_call_id: str
+    region_url: str | None = None  # where this call's REST commands go, when not the default
 
 
 class CallAgent:
@@ -476,7 +480,7 @@ class CallAgent:
 
     async def _hang_up(self) -> None:
         try:
-            await self.control.hang_up(self.call.provider_call_id)
+            await self.control.hang_up(self.call.provider_call_id, region_url=self.call.region_url)
         except Exception as exc:  # the stream closes below anyway; the webhook finalises
             log.warning(
                 "call.hangup_failed", call=redact_id(self.call.provider_call_id), error=str(exc)
@@ -491,7 +495,10 @@ class CallAgent:
         lang = self.brief.phrase_language
         try:
             seconds = await self.control.say(
-                self.call.provider_call_id, phrase("call_apology", lang), lang
+                self.call.provider_call_id,
+                phrase("call_apology", lang),
+                lang,
+                region_url=self.call.region_url,
             )
             await asyncio.sleep(min(seconds, 8.0))
         except Exception as exc:

@@ -55,6 +55,10 @@ class Carrier(Protocol):
     async def send_clear(self) -> None:
         """Drop whatever audio the carrier still holds for the caller."""
 
+    async def finish_audio(self) -> None:
+        """The model's answer is complete: let out whatever the serializer holds back for
+        more (a resampler's tail, a partial frame)."""
+
 
 class BridgeListener(Protocol):
     """What the call's conversation logic hears from the bridge (everything but audio)."""
@@ -217,6 +221,7 @@ class Bridge:
         to the carrier's minimum) and mark the end, to know when the caller heard it all."""
         if item_id is None or item_id != self.item_id:
             return
+        await self.carrier.finish_audio()
         if not self._pending:
             if self._marked_ms < self.clock.sent_ms:
                 await self._mark()

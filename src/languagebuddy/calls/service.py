@@ -36,6 +36,7 @@ from languagebuddy.metrics import CALLS, CALLS_LIVE
 from languagebuddy.store import calls as call_store
 from languagebuddy.store import repos
 from languagebuddy.store.models import Learner
+from languagebuddy.tutor.phrases import phrase
 
 log = get_logger(__name__)
 
@@ -91,9 +92,11 @@ class CallService:
         from_e164: str | None,
         to_e164: str | None,
         provider_session_id: str | None = None,
+        region_url: str | None = None,
     ) -> Ringing | None:
         """Record an incoming call and prepare its answer; None when this call was answered
-        already (a redelivered webhook) or has ended."""
+        already (a redelivered webhook) or has ended. ``region_url`` travels in the token to
+        the instance that will serve the call's socket (and send its commands)."""
         async with self.sessions.begin() as session:
             call, _created = await call_store.open_call(
                 session,
@@ -121,6 +124,7 @@ class CallService:
             provider=provider,
             nonce=nonce,
             ttl_seconds=self.settings.call_token_ttl_seconds,
+            region_url=region_url,
         )
         log.info(
             "call.ringing",
@@ -171,20 +175,37 @@ class CallService:
         *,
         cause: str | None,
         source: str | None,
+        duration_s: float | None = None,
     ) -> None:
         """The provider says the call is over: record it, and stop its stream if it runs
-        here (normally the provider closes the socket itself)."""
+        here (normally the provider closes the socket itself). ``duration_s``: the length the
+        provider bills, when it says, which then replaces our own reckoning."""
         async with self.sessions.begin() as session:
             call = await call_store.find_call(session, provider, provider_call_id)
             if call is None:
                 return
-            await call_store.end_call(session, call.id, hangup_cause=cause, hangup_source=source)
+            await call_store.end_call(
+                session, call.id, hangup_cause=cause, hangup_source=source, duration_s=duration_s
+            )
             call_id = call.id
         task = self.live.get(call_id)
         if task is not None:
             # Give the socket's own close a moment; then end the call here.
             asyncio.get_running_loop().call_later(1.0, task.cancel)
         log.info("call.hung_up", provider=provider, call=call_id, cause=cause, source=source)
+
+    async def apology(self, provider: str, provider_call_id: str) -> tuple[str, str]:
+        """What the carrier says in its own voice when our side cannot take the call (the
+        media socket never connected), in the caller's language: (text, language)."""
+        learner_id = None
+        async with self.sessions() as session:
+            call = await call_store.find_call(session, provider, provider_call_id)
+            if call is not None:
+                learner_id = call.learner_id
+        language = "en"
+        if learner_id is not None:
+            language = (await self.tutor.call_brief(learner_id)).phrase_language
+        return phrase("call_apology", language), language
 
     # -- media plane (the stream socket) ----------------------------------------------------
 
@@ -198,7 +219,9 @@ class CallService:
             assert call is not None
             if call.learner_id != claims.learner_id:
                 raise tokens.TokenRefused("token does not match the call")
-            live = LiveCall(call.id, claims.learner_id, call.provider_call_id)
+            live = LiveCall(
+                call.id, claims.learner_id, call.provider_call_id, region_url=claims.region_url
+            )
         return Redeemed(live, provider)
 
     async def run(

@@ -174,8 +174,9 @@ class TelnyxControl:
             },
         )
 
-    async def hang_up(self, call_control_id: str) -> None:
-        """Hang up; a call that already ended counts as hung up."""
+    async def hang_up(self, call_control_id: str, *, region_url: str | None = None) -> None:
+        """Hang up; a call that already ended counts as hung up. (Telnyx has one API host:
+        ``region_url`` is never given.)"""
         try:
             await self._command(
                 call_control_id, "hangup", {"command_id": command_id(call_control_id, "hangup")}
@@ -184,7 +185,9 @@ class TelnyxControl:
             if exc.code != CALL_ENDED:
                 raise
 
-    async def say(self, call_control_id: str, text: str, language: str) -> float:
+    async def say(
+        self, call_control_id: str, text: str, language: str, *, region_url: str | None = None
+    ) -> float:
         """Have Telnyx speak ``text`` on the call (used when the model cannot); returns a
         generous estimate of how long it takes to say."""
         await self._command(

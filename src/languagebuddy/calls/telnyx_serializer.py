@@ -56,6 +56,9 @@ class TelnyxCarrier:
     async def send_clear(self) -> None:
         await self._send(_CLEAR)
 
+    async def finish_audio(self) -> None:
+        """Nothing held back: the bridge pads an answer's last short piece itself."""
+
 
 class TelnyxStreamReader:
     """Inbound half: reads Telnyx's messages and drives the bridge until ``stop`` or close."""

@@ -32,6 +32,9 @@ class StreamClaims:
     provider: str
     nonce: str
     expires_at: float
+    # Where the call's REST commands go when the provider named a host for it (Vonage's
+    # ``region_url``): the instance that serves the socket may not have seen the answer.
+    region_url: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -59,11 +62,20 @@ def issue(
     provider: str,
     nonce: str,
     ttl_seconds: float,
+    region_url: str | None = None,
     now: float | None = None,
 ) -> str:
     """A token for one call's stream, valid for ``ttl_seconds``."""
     expires = int((now if now is not None else time.time()) + ttl_seconds)
-    claims = {"c": call_id, "l": learner_id, "p": provider, "n": nonce, "e": expires}
+    claims: dict[str, object] = {
+        "c": call_id,
+        "l": learner_id,
+        "p": provider,
+        "n": nonce,
+        "e": expires,
+    }
+    if region_url:
+        claims["r"] = region_url
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{body}.{_b64(_mac(key, body))}"
 
@@ -89,6 +101,7 @@ def verify(key: str, token: str | None, *, provider: str, now: float | None = No
             provider=str(claims["p"]),
             nonce=str(claims["n"]),
             expires_at=float(claims["e"]),
+            region_url=str(claims["r"]) if claims.get("r") else None,
         )
     except (ValueError, KeyError, TypeError):
         raise TokenRefused("malformed claims") from None

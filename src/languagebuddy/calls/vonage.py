@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -49,6 +49,9 @@ from languagebuddy.channels.http import (
 from languagebuddy.config import ConfigError, Settings
 from languagebuddy.errors import DeliveryError
 from languagebuddy.logs import get_logger, redact_id
+
+if TYPE_CHECKING:
+    from languagebuddy.calls.service import CallService
 
 log = get_logger(__name__)
 
@@ -465,3 +468,71 @@ def _classify(
 
 def _is_vonage_host(host: str) -> bool:
     return any(host == domain or host.endswith("." + domain) for domain in _VONAGE_DOMAINS)
+
+
+# -- the provider as the web routes see it -----------------------------------------------------
+
+
+@dataclass
+class VonageProvider:
+    """Vonage's call control for the routes: webhook checks, the answer NCCO, call events and
+    the application's REST commands. Everything else about a call is the shared bridge's."""
+
+    webhooks: WebhookVerifier
+    control: VonageControl
+    event_url: str  # PUBLIC_BASE_URL/calls/vonage/events: our socket leg reports here
+
+    async def answer(self, calls: CallService, answer: AnswerRequest) -> list[dict[str, Any]]:
+        """The NCCO for an incoming call: connect it to our media socket with a token for
+        this call. A repeated answer webhook gets the same NCCO while the socket has not
+        connected, and an empty one (nothing more to do) once it has."""
+        ringing = await calls.ring(
+            PROVIDER,
+            answer.uuid,
+            from_e164=answer.from_number,
+            to_e164=answer.to_number,
+            provider_session_id=answer.conversation_uuid,
+            region_url=answer.region_url,
+        )
+        if ringing is None:
+            log.info("vonage.answer_repeated", call=redact_id(answer.uuid))
+            return []
+        return connect_ncco(ringing.stream_url, self.event_url, call_headers(answer))
+
+    async def event(
+        self, calls: CallService, event: VonageEvent
+    ) -> tuple[str, list[dict[str, Any]] | None]:
+        """Act on one verified event: (what was done, an NCCO to answer with or None). The
+        phone leg's statuses are the call's; of our socket leg's, only a socket that never
+        connected matters (the caller would hear nothing: Vonage apologises instead)."""
+        if event.leg == "websocket":
+            if not event.socket_failed:
+                return "ignored", None
+            text, language = await calls.apology(PROVIDER, event.call_uuid)
+            log.warning(
+                "vonage.socket_failed", call=redact_id(event.call_uuid), status=event.status
+            )
+            return "apologised", talk_ncco(text, language)
+        if event.status == "answered":
+            await calls.answered(PROVIDER, event.uuid, time.time())
+            return "recorded", None
+        if event.call_ended:
+            await calls.hung_up(
+                PROVIDER,
+                event.uuid,
+                cause=event.detail or event.status,
+                source=None,  # Vonage does not say which side hung up
+                duration_s=event.duration_seconds,
+            )
+            return "recorded", None
+        return "ignored", None
+
+
+def build_vonage(settings: Settings) -> VonageProvider:
+    """Raises ConfigError (one line) when the private key cannot be used."""
+    event_url = settings.public_base_url.rstrip("/") + "/calls/vonage/events"
+    return VonageProvider(
+        WebhookVerifier(settings.vonage_signature_secret, settings.vonage_application_id),
+        VonageControl(settings),
+        event_url,
+    )

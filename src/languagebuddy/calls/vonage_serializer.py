@@ -24,7 +24,8 @@ played: that echo is how we know what the caller heard. So
 * ``clear`` sends ``{"action":"clear"}`` before anything else and drops, at once, every frame
   and notify still queued here and whatever the resampler holds.
 
-The bridge-facing ``Carrier`` wraps ``VonageOutbound`` (stage 2 of issue 15).
+``VonageCarrier`` is the bridge's side of it: the model's base64 PCM decoded and handed to
+``VonageOutbound``, whose pacing task the media route starts and stops with the call.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from languagebuddy.calls.socket import MediaSocket
 from languagebuddy.calls.vonage import CONTENT_TYPE
 from languagebuddy.logs import get_logger
 from languagebuddy.media.resample import CARRIER_RATE, FRAME_BYTES, MODEL_RATE, Downlink, Uplink
@@ -240,6 +242,40 @@ class VonageOutbound:
 
     async def aclose(self) -> None:
         await self.pacer.aclose()
+
+
+class VonageCarrier:
+    """The bridge's carrier for a Vonage socket: model audio (base64 s16le 24 kHz) out as
+    paced 640-byte frames, marks as ``notify``, barge-in as ``clear``."""
+
+    min_chunk_ms = 0  # VonageOutbound frames the audio itself
+
+    def __init__(
+        self, socket: MediaSocket, *, lead_ms: float = LEAD_MS, tick_ms: float = TICK_MS
+    ) -> None:
+        self.outbound = VonageOutbound(
+            socket.send_bytes, socket.send_text, lead_ms=lead_ms, tick_ms=tick_ms
+        )
+        self._b64decode = base64.b64decode
+
+    def start(self) -> asyncio.Task[None]:
+        """Start pacing frames out; ``aclose`` stops it (the call owns both ends)."""
+        return self.outbound.start()
+
+    async def send_audio(self, audio_b64: str, nbytes: int) -> None:
+        self.outbound.audio(self._b64decode(audio_b64))
+
+    async def send_mark(self, name: str) -> None:
+        self.outbound.mark(name)
+
+    async def send_clear(self) -> None:
+        await self.outbound.clear()
+
+    async def finish_audio(self) -> None:
+        self.outbound.end()
+
+    async def aclose(self) -> None:
+        await self.outbound.aclose()
 
 
 # -- inbound ------------------------------------------------------------------------------------

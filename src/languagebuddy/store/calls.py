@@ -87,16 +87,20 @@ async def claim_stream(session: AsyncSession, call_id: int, nonce: str) -> bool:
 
 async def end_call(session: AsyncSession, call_id: int, **fields: Any) -> bool:
     """Record the end of a call once: the first caller sets ``ended_at``; later ones only add
-    the fields still empty (the webhook's hang-up cause after the stream's own end)."""
+    the fields still empty (the webhook's hang-up cause after the stream's own end). A
+    ``duration_s`` the provider gives (what it bills) replaces our own reckoning."""
     call = await get_call(session, call_id)
     if call is None:
         return False
+    billed = fields.pop("duration_s", None)
     first = call.ended_at is None
     if first:
         call.ended_at = fields.pop("ended_at", None) or time.time()
         call.status = "ended"
         started = call.answered_at or call.created_at
         call.duration_s = round(max(0.0, call.ended_at - started), 3)
+    if billed is not None:
+        call.duration_s = float(billed)
     for key, value in fields.items():
         if value is not None and getattr(call, key) in (None, 0, 0.0):
             setattr(call, key, value)

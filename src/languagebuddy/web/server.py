@@ -32,6 +32,10 @@ def prepare(settings: Settings, host: str, port: int, *, run_worker: bool) -> so
     would fix it; returns the bound socket. Raises ``StartupError``."""
     if settings.telnyx_enabled or settings.vonage_enabled:
         require_openai_key(settings, "phone calls (a call provider is configured)")
+    if settings.vonage_enabled:  # its REST calls are signed with this key: check it now
+        from languagebuddy.calls.vonage import load_private_key
+
+        load_private_key(settings.vonage_private_key_path)
     sock = bind_listener(host, port)
     try:
         state = asyncio.run(check_database(settings, migrate=True))
