@@ -22,14 +22,19 @@ the JSON. Results: ``bench/results/calls-<provider>-<timestamp>.json``.
     .venv/bin/python bench/calls.py --provider telnyx                   # ~8 min
     .venv/bin/python bench/calls.py --provider telnyx --calls 50 --seconds 15 --no-naive
 
-A provider is a ``Provider`` entry below: how its fake runs calls (``caller_main``) and the
-settings that point the service at it. Vonage adds one entry (and its fake's caller loop).
+A provider is a ``Provider`` entry below: how its fake runs calls (``caller_main``), the
+settings that point the service at it and how its audio is matched. Vonage (``--provider
+vonage``): the same traffic as L16 16 kHz, resampled both ways by the service and by the naive
+relay; a caller frame is matched to its append by recomputing that system's uplink; the
+outbound latency is per answer (first delta -> first frame at the caller), since the service
+paces frames at most 100 ms ahead on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import bisect
 import contextlib
 import multiprocessing as mp
@@ -73,13 +78,16 @@ def model_main(conn: Any) -> None:
     conn.send((f"http://127.0.0.1:{port}/v1", realtime.api_key))
     while True:
         command = conn.recv()
-        if command == "collect":
+        if command[0] == "collect":
+            key = command[1]  # keep only the head of each append (Vonage's are 1,280 chars)
             sessions = realtime.sessions
             conn.send(
                 [
                     {
-                        "appends": s.append_times,
-                        "deltas": [(t, item, chunk[:24]) for t, item, chunk in s.deltas_sent],
+                        "appends": [(t, p[:key] if key else p) for t, p in s.append_times],
+                        "deltas": [
+                            (t, item, chunk[:24], len(chunk)) for t, item, chunk in s.deltas_sent
+                        ],
                         "speech_started": s.speech_started_at,
                         "errors": [e.get("code") for e in s.errors_sent],
                     }
@@ -87,7 +95,7 @@ def model_main(conn: Any) -> None:
                 ]
             )
             realtime.reset()
-        elif command == "stop":
+        elif command[0] == "stop":
             loop.call_soon_threadsafe(server.close)
             return
 
@@ -127,16 +135,7 @@ async def _telnyx_calls(fake: Any, n: int, seconds: float, ramp: float, target: 
             return {"failed": call.stream_error or "never streamed"}
         caller.record_frames = True
         caller.record_audio = False
-        started = time.monotonic()
-        turn = 1
-        while (left := started + seconds - time.monotonic()) > 0:
-            wait = started + turn * TURN_EVERY - time.monotonic()
-            if wait > left:
-                await asyncio.sleep(left)
-                break
-            await asyncio.sleep(max(0.0, wait))
-            caller.say(TURN_SECONDS)
-            turn += 1
+        await _converse(caller, seconds)
         if target["mode"] == "direct":
             await caller.stop()
         else:
@@ -156,6 +155,103 @@ async def _telnyx_calls(fake: Any, n: int, seconds: float, ramp: float, target: 
     return results
 
 
+async def _converse(caller: Any, seconds: float) -> None:
+    """The caller speaks for TURN_SECONDS every TURN_EVERY seconds until the call's end."""
+    started = time.monotonic()
+    turn = 1
+    while (left := started + seconds - time.monotonic()) > 0:
+        wait = started + turn * TURN_EVERY - time.monotonic()
+        if wait > left:
+            await asyncio.sleep(left)
+            break
+        await asyncio.sleep(max(0.0, wait))
+        caller.say(TURN_SECONDS)
+        turn += 1
+
+
+# --------------------------------------------------------------------------- child: Vonage
+
+APPEND_KEY = 44  # base64 chars: the first 33 bytes (16 samples) of an append name its frame
+
+
+def vonage_caller_main(conn: Any) -> None:
+    """The fake Vonage and its callers (every frame recorded from the first, so that the
+    resampling of each can be recomputed here and matched with the model's appends)."""
+    from tests.fakes.vonage import FakeVonage
+
+    fake = FakeVonage(record_frames=True).start()
+    conn.send(fake.settings())
+    while True:
+        command = conn.recv()
+        if command[0] == "stop":
+            fake.stop()
+            return
+        _, n, seconds, ramp, target = command
+        conn.send(fake.run(_vonage_calls(fake, n, seconds, ramp, target), timeout=seconds + 300))
+
+
+async def _vonage_calls(fake: Any, n: int, seconds: float, ramp: float, target: dict[str, str]):
+    from naive_relay import NaiveResampler
+
+    from languagebuddy.media.resample import Uplink
+    from tests.fakes.vonage import FakeCaller
+
+    async def one(i: int) -> dict[str, Any]:
+        await asyncio.sleep(ramp * i / n)
+        number = f"+4477{i:07d}"
+        run = None
+        if target["mode"] == "direct":
+            call = fake.live_call(number)
+            call.caller = FakeCaller(call, seed=(i + 1) * 100)
+            call.caller.record_frames, call.caller.record_audio = True, False
+            headers = {"call_uuid": call.uuid}
+            run = asyncio.ensure_future(
+                call.caller.run(target["url"], headers, "audio/l16;rate=16000")
+            )
+        else:
+            fake.answer_url, fake.event_url = target["url"], target["events"]
+            call = await fake.ring(number)
+        for _ in range(1000):
+            if call.caller is not None and call.caller.connected.is_set():
+                break
+            await asyncio.sleep(0.02)
+        caller = call.caller
+        if caller is None or not caller.connected.is_set():
+            return {"failed": call.stream_error or "never connected"}
+        await _converse(caller, seconds)
+        if run is not None:
+            await caller.close()
+            await run
+        else:
+            await fake._end(call, "completed")
+        # What each frame became at the model: the system's own uplink, recomputed.
+        resample = Uplink().push if target["mode"] == "webhook" else NaiveResampler(16000, 24000)
+        frames: list[tuple[float, str]] = []
+        waiting: list[float] = []  # frames the resampler has not answered yet
+        for t, frame in caller.sent_frames:
+            waiting.append(t)
+            audio = resample(frame)
+            if audio:
+                key = base64.b64encode(audio[:33]).decode()
+                frames += [(sent, key) for sent in waiting]
+                waiting.clear()
+        caller.sent_frames.clear()
+        return {
+            "frames": frames,
+            "arrivals": [t for t, _, _ in caller.frame_times],
+            "clears": [c["at"] for c in caller.clears],
+            "underruns": caller.playout.underrun_events,
+            "marks": len(caller.notifies),
+            "media_messages": caller.frames_received,
+            "bad_frames": len(caller.bad_frames),
+            "max_buffered_ms": caller.playout.max_buffered_ms,
+        }
+
+    results = await asyncio.gather(*(one(i) for i in range(n)))
+    fake.calls.clear()
+    return results
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -163,6 +259,14 @@ class Provider:
     # Settings of the service for this provider's fake (from what the fake reported).
     serve_env: Callable[[dict[str, str]], dict[str, str]]
     webhook_path: str  # where the fake delivers call webhooks on the service
+    naive_path: str  # the naive relay's route for this provider
+    # Outbound latency: "delta" = each model delta to its first byte at the caller (audio
+    # passed through); "answer" = each answer's first delta to its first frame at the caller
+    # (resampled and paced audio: later frames are held on purpose, a lead the caller's
+    # buffer absorbs; underruns say whether it was enough).
+    outbound: str = "delta"
+    events_path: str | None = None
+    append_key: int = 0  # 0: appends are matched whole
 
 
 PROVIDERS = {
@@ -175,6 +279,22 @@ PROVIDERS = {
             "TELNYX_API_BASE_URL": s["telnyx_api_base_url"],
         },
         webhook_path="/calls/telnyx/webhook",
+        naive_path="/relay",
+    ),
+    "vonage": Provider(
+        name="vonage",
+        caller_main=vonage_caller_main,
+        serve_env=lambda s: {
+            "VONAGE_APPLICATION_ID": s["vonage_application_id"],
+            "VONAGE_PRIVATE_KEY_PATH": s["vonage_private_key_path"],
+            "VONAGE_SIGNATURE_SECRET": s["vonage_signature_secret"],
+            "VONAGE_API_BASE_URL": s["vonage_api_base_url"],
+        },
+        webhook_path="/calls/vonage/answer",
+        events_path="/calls/vonage/events",
+        naive_path="/relay-vonage",
+        outbound="answer",
+        append_key=APPEND_KEY,
     ),
 }
 
@@ -183,41 +303,44 @@ PROVIDERS = {
 
 
 def _analyse(
-    calls: list[dict[str, Any]], sessions: list[dict[str, Any]], window: tuple[float, float]
+    calls: list[dict[str, Any]],
+    sessions: list[dict[str, Any]],
+    window: tuple[float, float],
+    *,
+    outbound_latency: str = "delta",
 ):
     start, end = window
-    sent_at: dict[str, tuple[float, int]] = {}
+    # A frame's audio reaches the model in the append named by its key; a resampler that
+    # returned nothing for a frame hands its audio over with a later one (same key): those
+    # frames wait for it, and ``in_held`` counts them.
+    sent_at: dict[str, list[tuple[float, int]]] = {}
     for index, call in enumerate(calls):
         for t, payload in call.get("frames", []):
-            sent_at[payload] = (t, index)
+            sent_at.setdefault(payload, []).append((t, index))
     inbound: list[float] = []
+    transport: list[float] = []  # from the frame that produced the append: no resampler wait
+    held = 0
     outbound: list[float] = []
     barge: list[float] = []
     session_call: dict[int, int] = {}
     for number, session in enumerate(sessions):
         for t, payload in session["appends"]:
-            sent = sent_at.get(payload)
-            if sent is None:
+            frames = sent_at.get(payload)
+            if frames is None:
                 continue
-            session_call.setdefault(number, sent[1])
-            if start <= sent[0] <= end:
-                inbound.append((t - sent[0]) * 1000)
+            session_call.setdefault(number, frames[-1][1])
+            for sent, _ in frames:
+                if start <= sent <= end:
+                    inbound.append((t - sent) * 1000)
+            if start <= frames[-1][0] <= end:
+                transport.append((t - frames[-1][0]) * 1000)
+                held += len(frames) - 1
     for number, index in session_call.items():
         call, session = calls[index], sessions[number]
-        received = call["received"]
-        media = call["media"]
-        offsets = [offset for _, offset in media]
-        cursor = 0
-        for t, _item, head in session["deltas"]:
-            at = received.find(head, cursor)
-            if at < 0:
-                continue  # dropped by a barge-in before it was forwarded
-            cursor = at + 1
-            if not start <= t <= end:
-                continue
-            message = bisect.bisect_right(offsets, at) - 1
-            if message >= 0:
-                outbound.append((media[message][0] - t) * 1000)
+        if outbound_latency == "answer":
+            outbound += _answer_latencies(call["arrivals"], session["deltas"], window)
+        else:
+            outbound += _delta_latencies(call, session["deltas"], window)
         started = sorted(session["speech_started"])
         for clear in call["clears"]:
             before = bisect.bisect_right(started, clear) - 1
@@ -228,6 +351,8 @@ def _analyse(
     return {
         "in_p50": percentile(inbound, 50),
         "in_p99": percentile(inbound, 99),
+        "in_transport_p99": percentile(transport, 99),
+        "in_held_share": held / len(inbound) if inbound else None,
         "out_p50": percentile(outbound, 50),
         "out_p99": percentile(outbound, 99),
         "barge_p50": percentile(barge, 50),
@@ -239,6 +364,47 @@ def _analyse(
         "model_errors": dict(errors),
         "failed_calls": sum(1 for c in calls if "failed" in c),
     }
+
+
+def _delta_latencies(
+    call: dict[str, Any], deltas: list[tuple[Any, ...]], window: tuple[float, float]
+) -> list[float]:
+    """Each model delta found in what the caller received (audio passed through untouched):
+    from sent by the model to the arrival of the carrier message that holds its first byte."""
+    received = call["received"]
+    media = call["media"]
+    offsets = [offset for _, offset in media]
+    latencies = []
+    cursor = 0
+    for t, _item, head, *_ in deltas:
+        at = received.find(head, cursor)
+        if at < 0:
+            continue  # dropped by a barge-in before it was forwarded
+        cursor = at + 1
+        if not window[0] <= t <= window[1]:
+            continue
+        message = bisect.bisect_right(offsets, at) - 1
+        if message >= 0:
+            latencies.append((media[message][0] - t) * 1000)
+    return latencies
+
+
+def _answer_latencies(
+    arrivals: list[float], deltas: list[tuple[Any, ...]], window: tuple[float, float]
+) -> list[float]:
+    """Each answer's first delta (sent by the model) to the first audio frame that reached
+    the caller after it: the delay the caller hears at the start of every answer."""
+    firsts: dict[str, float] = {}
+    for t, item, *_ in deltas:
+        firsts.setdefault(item, t)
+    latencies = []
+    for t in firsts.values():
+        if not window[0] <= t <= window[1]:
+            continue
+        k = bisect.bisect_left(arrivals, t)
+        if k < len(arrivals) and arrivals[k] - t < 1.0:
+            latencies.append((arrivals[k] - t) * 1000)
+    return latencies
 
 
 # --------------------------------------------------------------------------- driver
@@ -307,10 +473,13 @@ class Bench:
         if system == "product":
             pid = self.serve.pid
             target = {"mode": "webhook", "url": self.serve.base_url + self.provider.webhook_path}
+            if self.provider.events_path:
+                target["events"] = self.serve.base_url + self.provider.events_path
         else:
             assert self.naive is not None
             pid = self.naive.pid
-            target = {"mode": "direct", "url": f"ws://127.0.0.1:{self.naive_port}/relay"}
+            url = f"ws://127.0.0.1:{self.naive_port}{self.provider.naive_path}"
+            target = {"mode": "direct", "url": url}
         proc = psutil.Process(pid)
         fakes = [psutil.Process(self.model.pid), psutil.Process(self.callers.pid)]
         idle_rss = proc.memory_info().rss
@@ -330,10 +499,10 @@ class Bench:
         fake1 = [_cpu(f) for f in fakes]
         load = os.getloadavg()
         calls = self.caller_conn.recv()
-        self.model_conn.send("collect")
+        self.model_conn.send(("collect", self.provider.append_key))
         sessions = self.model_conn.recv()
         used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-        analysis = _analyse(calls, sessions, (w0, w1))
+        analysis = _analyse(calls, sessions, (w0, w1), outbound_latency=self.provider.outbound)
         # A relay that falls behind does less work per second of call, so its CPU per
         # call-second understates what it needs: also count CPU per second of caller audio
         # it actually delivered to the model (50 frames a second).
@@ -382,7 +551,7 @@ class Bench:
             self.naive.wait(10)
         for conn in (self.caller_conn, self.model_conn):
             with contextlib.suppress(OSError):
-                conn.send(("stop",) if conn is self.caller_conn else "stop")
+                conn.send(("stop",))
         for proc in (self.callers, self.model):
             proc.join(15)
             if proc.is_alive():
@@ -462,6 +631,7 @@ COLUMNS = [
     Column("rss_mb_per_call", "rss MB/call", ".2f"),
     Column("in_p50", "in p50", ".2f"),
     Column("in_p99", "in p99", ".2f"),
+    Column("in_transport_p99", "in p99 w/o hold", ".2f"),
     Column("out_p50", "out p50", ".2f"),
     Column("out_p99", "out p99", ".2f"),
     Column("underruns", "underruns", "d"),

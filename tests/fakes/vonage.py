@@ -506,6 +506,7 @@ class FakeVonage:
         answer_method: Literal["GET", "POST"] = "GET",
         send_region_url: bool = True,
         notify_on_clear: Literal["drop", "fire"] = "drop",
+        record_frames: bool = False,
     ) -> None:
         self.application_id = application_id or str(uuid.uuid4())
         self.api_key = api_key
@@ -513,6 +514,9 @@ class FakeVonage:
         self.answer_method = answer_method
         self.send_region_url = send_region_url
         self.notify_on_clear = notify_on_clear
+        # Callers keep every frame they send with its time, from the first (benchmarks), and
+        # then not the audio as one buffer.
+        self.record_frames = record_frames
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.public_key = self._key.public_key()
         self._dir = Path(tempfile.mkdtemp(prefix="fake-vonage-"))
@@ -741,6 +745,8 @@ class FakeVonage:
         caller = FakeCaller(
             call, seed=next(self._seeds) * 100, notify_on_clear=self.notify_on_clear
         )
+        caller.record_frames = self.record_frames
+        caller.record_audio = not self.record_frames
         call.caller = caller
         run = asyncio.ensure_future(caller.run(endpoint["uri"], headers, endpoint["content-type"]))
         opened = asyncio.ensure_future(caller.connected.wait())

@@ -110,8 +110,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     from languagebuddy.web.media import router as media_router
 
     app.include_router(media_router)
-    from languagebuddy.web.calls import mount_call_routes
+    from languagebuddy.web.calls import MEDIA_STREAMS, mount_call_routes
 
     mount_call_routes(app)
-    app.add_middleware(WebhookFastPath)
+    app.add_middleware(WebhookFastPath, sockets=MEDIA_STREAMS)
     return app

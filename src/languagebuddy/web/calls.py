@@ -273,7 +273,13 @@ class VonageMediaStream(_MediaStream):
             await carrier.aclose()
 
 
+MEDIA_STREAMS = {
+    "/calls/telnyx/media-stream": TelnyxMediaStream(),
+    "/calls/vonage/media-stream": VonageMediaStream(),
+}
+
+
 def mount_call_routes(app: FastAPI) -> None:
     app.include_router(router)
-    app.router.routes.append(WebSocketRoute("/calls/telnyx/media-stream", TelnyxMediaStream()))
-    app.router.routes.append(WebSocketRoute("/calls/vonage/media-stream", VonageMediaStream()))
+    for path, endpoint in MEDIA_STREAMS.items():
+        app.router.routes.append(WebSocketRoute(path, endpoint))
