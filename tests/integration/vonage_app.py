@@ -1,7 +1,8 @@
 """A small application of our own built from ``calls/vonage.py`` (verify, parse, NCCO) that
-stands where the product's Vonage routes will: it answers the fake Vonage's calls with a
-connect NCCO to its own socket and runs a per-test script on that socket. Shared by the tests
-of the fake and of the outbound serializer."""
+stands in for the service: it answers the fake Vonage's calls with a connect NCCO to its own
+socket and runs a per-test script on that socket, so that the fake and the serializer are
+tested on their own, without a bridge or a model. Shared by the tests of the fake and of the
+outbound serializer (the product's routes are tested in test_calls_vonage.py)."""
 
 from __future__ import annotations
 
