@@ -254,8 +254,9 @@ class CpuMeter:
     """CPU seconds of the generator (this process), the service, the PostgreSQL backends of
     the scratch database, and the whole machine, between ``start()`` and ``stop()``."""
 
-    def __init__(self, service_pid: int, database: str | None) -> None:
-        self.service = psutil.Process(service_pid)
+    def __init__(self, service: ServeProcess, database: str | None) -> None:
+        # Every process of the service (``serve --workers N``: the parent and its N servers).
+        self.service = [psutil.Process(pid) for pid in service.pids()]
         self.database = database
         self._start: dict[str, float] = {}
 
@@ -277,13 +278,13 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, Any]:
         own = psutil.Process().cpu_times()
-        srv = self.service.cpu_times()
+        srv = sum((t.user + t.system for t in (p.cpu_times() for p in self.service)), 0.0)
         machine = psutil.cpu_times()
         idle = machine.idle + getattr(machine, "iowait", 0.0)
         return {
             "at": time.perf_counter(),
             "gen": own.user + own.system,
-            "srv": srv.user + srv.system,
+            "srv": srv,
             "pg": self._postgres(),
             "busy": sum(machine) - idle,
         }
@@ -632,10 +633,15 @@ def _row(
         row["offered_per_s"] = args.rate
         row["send_lag_p99_ms"] = percentile(lag, 99)
         row["send_lag_max_ms"] = max(lag) if lag else float("nan")
-        if backend == "postgres":
+        if ours_on_postgres(backend):
             # Below the target rate a row is a latency figure, not a test of the target.
             row["target"] = "n/a" if args.rate < TARGET_RATE else "MET" if met(row) else "missed"
     return row
+
+
+def ours_on_postgres(backend: str) -> bool:
+    """Our service on PostgreSQL: one process ("postgres") or ``serve --workers N``."""
+    return backend == "postgres" or backend.startswith("postgres-w")
 
 
 def met(row: dict[str, Any]) -> bool:
@@ -678,10 +684,11 @@ async def run_backend(
                     service: ServeProcess = FloorProcess(workdir, database_url, creds)
                 else:
                     env = service_environment(database_url, creds, args.log_level)
-                    service = ServeProcess(workdir, env, worker=False)
+                    workers = int(backend.rpartition("-w")[2]) if "-w" in backend else 1
+                    service = ServeProcess(workdir, env, worker=False, workers=workers)
                 services.append(service)
                 service.start()  # blocks the loop until ready: nothing else runs yet
-                meter = CpuMeter(service.pid, database_name)
+                meter = CpuMeter(service, database_name)
                 targets.append(Target(backend, database_url, service, meter))
             for channel in args.channels:
                 for mode in args.modes:
@@ -702,7 +709,7 @@ def add_floor_ratios(rows: list[dict[str, Any]]) -> None:
     floors = {(r["channel"], r["load"]): r for r in rows if r["backend"] == "postgres-floor"}
     for row in rows:
         floor = floors.get((row["channel"], row["load"]))
-        if row["backend"] != "postgres" or floor is None:
+        if not ours_on_postgres(row["backend"]) or floor is None:
             continue
         if row.get("srv_ms_per_req") and floor.get("srv_ms_per_req"):
             row["floor_ms_per_req"] = floor["srv_ms_per_req"]
@@ -726,17 +733,19 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"  ! {row['backend']}/{row['channel']} {row['load']}: " + "; ".join(problems)
             )
-        if row["backend"] == "postgres" and "cpu_ratio" in row:
+        if ours_on_postgres(row["backend"]) and "cpu_ratio" in row:
             lines.append(
-                f"  {row['channel']:9} {row['load']:12} CPU {row['srv_ms_per_req']:.2f} ms per "
+                f"  {row['backend']:11} {row['channel']:9} {row['load']:12} "
+                f"CPU {row['srv_ms_per_req']:.2f} ms per "
                 f"webhook = {row['cpu_ratio']:.2f}x the floor's {row['floor_ms_per_req']:.2f} ms "
                 f"({'MET' if row['cpu_ratio'] <= TARGET_CPU_RATIO else 'missed'}: at most "
                 f"{TARGET_CPU_RATIO:.0f}x)"
             )
-        if row["backend"] != "postgres" or row["mode"] != "open":
+        if not ours_on_postgres(row["backend"]) or row["mode"] != "open":
             continue
         lines.append(
-            f"  {row['channel']:9} {row['load']:12} {row['acked_per_s']:>6,.0f} acked/s  "
+            f"  {row['backend']:11} {row['channel']:9} {row['load']:12} "
+            f"{row['acked_per_s']:>6,.0f} acked/s  "
             f"p99 {row['p99_ms']:6.1f} ms  {row['target']:6}  (peak {row['peak_in_flight']} "
             f"in flight, generator send lag p99 {row['send_lag_p99_ms']:.1f} ms)"
         )
@@ -805,6 +814,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the floor (bench/floor_webhook.py on the same PostgreSQL) and its ratios",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="PostgreSQL: also a row for `serve --workers N` (default 2; 1 for none)",
+    )
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
 
@@ -872,6 +887,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 notes["postgres"]["service_pool"] = "pool_size 10 + max_overflow 10 (make_engine)"
                 name = url.rsplit("/", 1)[1]
                 backends = ["postgres"] if args.no_floor else ["postgres", "postgres-floor"]
+                if args.workers > 1:  # serve --workers N beside the single process
+                    backends.append(f"postgres-w{args.workers}")
                 rows += await run_backend(backends, url, name, creds, args, emit)
                 add_floor_ratios(rows)
     lines = verdict(rows)
