@@ -887,9 +887,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 notes["postgres"]["service_pool"] = "pool_size 10 + max_overflow 10 (make_engine)"
                 name = url.rsplit("/", 1)[1]
                 backends = ["postgres"] if args.no_floor else ["postgres", "postgres-floor"]
-                if args.workers > 1:  # serve --workers N beside the single process
-                    backends.append(f"postgres-w{args.workers}")
                 rows += await run_backend(backends, url, name, creds, args, emit)
+                if args.workers > 1:  # serve --workers N, once the others have stopped (all
+                    # three pools at once would pass PostgreSQL's 100 connections)
+                    backends = [f"postgres-w{args.workers}"]
+                    rows += await run_backend(backends, url, name, creds, args, emit)
                 add_floor_ratios(rows)
     lines = verdict(rows)
     elapsed = time.perf_counter() - began

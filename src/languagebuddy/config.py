@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     worker_concurrency: Annotated[
         int | None, Field(ge=1, le=256, validation_alias=_env("LB_WORKER_CONCURRENCY"))
     ] = None
+    # PostgreSQL connections a `serve` keeps (as many again may open under a burst), shared by
+    # its processes with --workers N, so that N does not multiply what the server must allow.
+    db_pool_size: Annotated[int, Field(ge=1, le=500, validation_alias=_env("LB_DB_POOL_SIZE"))] = 20
     lease_seconds: Annotated[
         float, Field(gt=0, le=3600, validation_alias=_env("LB_LEASE_SECONDS"))
     ] = 60.0

@@ -77,7 +77,7 @@ def make_openai_client(settings: Settings) -> AsyncOpenAI:
 
 
 def build_services(settings: Settings, *, with_channels: bool = True) -> Services:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessions = make_sessionmaker(engine)
     services = Services(
         settings=settings,

@@ -245,6 +245,7 @@ def test_serve_with_two_workers_on_postgres(postgres_url: str, tmp_path: Path) -
         if '"process ready"' in line
     }
     assert len(ready_pids) == 2
+    assert log.count('"db_pool": 10') == 2  # the 20 connections of LB_DB_POOL_SIZE, shared
     assert f'"address": "http://127.0.0.1:{port}"' in log and '"processes": 2' in log
     assert '"channel enabled"' in log and '"https://buddy.example.com/webhooks/telegram"' in log
     assert '"channel off"' in log and "WHATSAPP_ACCESS_TOKEN" in log

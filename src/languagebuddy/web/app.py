@@ -54,7 +54,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
 
             tasks.append(asyncio.create_task(run_inbox_worker(services, stop)))
         log.info(
-            "process ready", pid=os.getpid(), channels=sorted(services.channels), worker=run_worker
+            "process ready",
+            pid=os.getpid(),
+            channels=sorted(services.channels),
+            worker=run_worker,
+            db_pool=None if config.is_sqlite else config.db_pool_size,
         )
         try:
             yield

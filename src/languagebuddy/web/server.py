@@ -103,6 +103,9 @@ def run(settings: Settings, sock: socket.socket, *, workers: int, run_worker: bo
     """Serve on ``sock`` until a signal; False when the app never started."""
     import uvicorn
 
+    if workers > 1:  # the processes share the pool: N must not multiply the connections
+        share = max(2, -(-settings.db_pool_size // workers))
+        settings = settings.model_copy(update={"db_pool_size": share})
     config = uvicorn.Config(
         functools.partial(build_app, settings, run_worker),
         factory=True,
