@@ -378,7 +378,7 @@ CASES: list[Case] = [
             },
         ),
         stack=False,
-        note="the voice path (transcription, spoken reply) is issue 13's",
+        note="voice end to end (You said, reply, voice note): tests/integration/test_voice_e2e.py",
     ),
     Case(
         "audio_from_an_external_provider",
@@ -405,7 +405,8 @@ CASES: list[Case] = [
             },
         ),
         stack=False,
-        note="the voice path (transcription, spoken reply) is issue 13's",
+        note="voice end to end: tests/integration/test_voice_e2e.py; external content (one "
+        "download for every kind): tests/integration/test_channel_traffic.py",
     ),
     unsupported(
         14,

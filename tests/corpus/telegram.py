@@ -237,7 +237,7 @@ CASES: list[Case] = [
         ),
         ({"kind": "voice", "media_id": "AwACAgQAAxkBAAJA", "media_duration_s": 4.0},),
         stack=False,
-        note="the voice path (transcription, spoken reply) is issue 13's",
+        note="voice end to end (You said, reply, voice note): tests/integration/test_voice_e2e.py",
     ),
     Case(
         "audio_file",
@@ -258,7 +258,7 @@ CASES: list[Case] = [
         ),
         ({"kind": "voice", "media_mime": "audio/mpeg", "media_size": 512000},),
         stack=False,
-        note="the voice path (transcription, spoken reply) is issue 13's",
+        note="voice end to end (You said, reply, voice note): tests/integration/test_voice_e2e.py",
     ),
     unsupported(
         12,

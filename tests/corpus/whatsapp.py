@@ -360,7 +360,7 @@ CASES: list[Case] = [
         ),
         ({"kind": "voice", "media_id": "1200000000000016", "extra": {"voice": True}},),
         stack=False,
-        note="the voice path (transcription, spoken reply) is issue 13's",
+        note="voice end to end (You said, reply, voice note): tests/integration/test_voice_e2e.py",
     ),
     Case(
         "audio_file_forwarded",
@@ -379,7 +379,7 @@ CASES: list[Case] = [
         ),
         ({"kind": "voice", "media_mime": "audio/mpeg", "forwarded": True},),
         stack=False,
-        note="the voice path (transcription, spoken reply) is issue 13's",
+        note="voice end to end (You said, reply, voice note): tests/integration/test_voice_e2e.py",
     ),
     unsupported(
         18,
