@@ -103,11 +103,9 @@ def model_main(conn: Any) -> None:
 # --------------------------------------------------------------------------- child: Telnyx
 
 
-def telnyx_caller_main(conn: Any) -> None:
-    """The fake Telnyx and its callers; "run" drives N calls and returns what they recorded."""
-    from tests.fakes.telnyx import FakeTelnyx
-
-    fake = FakeTelnyx().start()
+def _serve_commands(conn: Any, fake: Any, calls: Callable[..., Any]) -> None:
+    """A fake carrier's process: report its settings, then "run" drives N calls through
+    ``calls`` and returns what they recorded, until "stop"."""
     conn.send(fake.settings())
     while True:
         command = conn.recv()
@@ -115,7 +113,14 @@ def telnyx_caller_main(conn: Any) -> None:
             fake.stop()
             return
         _, n, seconds, ramp, target = command
-        conn.send(fake.run(_telnyx_calls(fake, n, seconds, ramp, target), timeout=seconds + 300))
+        conn.send(fake.run(calls(fake, n, seconds, ramp, target), timeout=seconds + 300))
+
+
+def telnyx_caller_main(conn: Any) -> None:
+    """The fake Telnyx and its callers."""
+    from tests.fakes.telnyx import FakeTelnyx
+
+    _serve_commands(conn, FakeTelnyx().start(), _telnyx_calls)
 
 
 async def _telnyx_calls(fake: Any, n: int, seconds: float, ramp: float, target: dict[str, str]):
@@ -179,15 +184,7 @@ def vonage_caller_main(conn: Any) -> None:
     resampling of each can be recomputed here and matched with the model's appends)."""
     from tests.fakes.vonage import FakeVonage
 
-    fake = FakeVonage(record_frames=True).start()
-    conn.send(fake.settings())
-    while True:
-        command = conn.recv()
-        if command[0] == "stop":
-            fake.stop()
-            return
-        _, n, seconds, ramp, target = command
-        conn.send(fake.run(_vonage_calls(fake, n, seconds, ramp, target), timeout=seconds + 300))
+    _serve_commands(conn, FakeVonage(record_frames=True).start(), _vonage_calls)
 
 
 async def _vonage_calls(fake: Any, n: int, seconds: float, ramp: float, target: dict[str, str]):

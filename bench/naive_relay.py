@@ -51,6 +51,30 @@ async def until_either(*coroutines: Any) -> None:
                 await task
 
 
+def answer_began(state: dict[str, Any], item_id: str) -> None:
+    """A delta of a new answer: its start is when the caller began to hear it."""
+    if item_id != state["item"]:
+        state["item"] = item_id
+        state["start_ms"] = time.monotonic() * 1000
+
+
+async def barge_in(
+    connection: Any, state: dict[str, Any], send_text: Any, clear: dict[str, str]
+) -> bool:
+    """The canonical sample's barge-in while audio is unplayed: the carrier's ``clear``, then
+    truncate at the wall-clock time since the answer began. True when it acted."""
+    if not (state["item"] and state["marks"]):
+        return False
+    await send_text(json.dumps(clear))
+    elapsed = int(time.monotonic() * 1000 - state["start_ms"])
+    await connection.conversation.item.truncate(
+        item_id=state["item"], content_index=0, audio_end_ms=max(0, elapsed)
+    )
+    state["marks"].clear()
+    state["item"] = None
+    return True
+
+
 async def relay(websocket: WebSocket) -> None:
     await websocket.accept()
     client: AsyncOpenAI = websocket.app.state.client
@@ -93,9 +117,7 @@ async def relay(websocket: WebSocket) -> None:
             async for event in connection:
                 if event.type == "response.output_audio.delta":
                     raw = base64.b64decode(event.delta)
-                    if event.item_id != state["item"]:
-                        state["item"] = event.item_id
-                        state["start_ms"] = time.monotonic() * 1000
+                    answer_began(state, event.item_id)
                     await websocket.send_text(
                         json.dumps(
                             {"event": "media", "media": {"payload": base64.b64encode(raw).decode()}}
@@ -103,18 +125,8 @@ async def relay(websocket: WebSocket) -> None:
                     )
                     await websocket.send_text(json.dumps({"event": "mark", "mark": {"name": "r"}}))
                     state["marks"].append("r")
-                elif (
-                    event.type == "input_audio_buffer.speech_started"
-                    and state["item"]
-                    and state["marks"]
-                ):
-                    await websocket.send_text(json.dumps({"event": "clear"}))
-                    elapsed = int(time.monotonic() * 1000 - state["start_ms"])
-                    await connection.conversation.item.truncate(
-                        item_id=state["item"], content_index=0, audio_end_ms=max(0, elapsed)
-                    )
-                    state["marks"].clear()
-                    state["item"] = None
+                elif event.type == "input_audio_buffer.speech_started":
+                    await barge_in(connection, state, websocket.send_text, {"event": "clear"})
 
         await until_either(from_telnyx(), from_openai())
 
@@ -177,9 +189,7 @@ async def relay_vonage(websocket: WebSocket) -> None:
         async def from_openai() -> None:
             async for event in connection:
                 if event.type == "response.output_audio.delta":
-                    if event.item_id != state["item"]:
-                        state["item"] = event.item_id
-                        state["start_ms"] = time.monotonic() * 1000
+                    answer_began(state, event.item_id)
                     pending.extend(down(base64.b64decode(event.delta)))
                     while len(pending) >= 640:
                         await websocket.send_bytes(bytes(pending[:640]))
@@ -187,18 +197,9 @@ async def relay_vonage(websocket: WebSocket) -> None:
                     notify = {"action": "notify", "payload": {"mark": "r"}}
                     await websocket.send_text(json.dumps(notify))
                     state["marks"].append("r")
-                elif (
-                    event.type == "input_audio_buffer.speech_started"
-                    and state["item"]
-                    and state["marks"]
+                elif event.type == "input_audio_buffer.speech_started" and await barge_in(
+                    connection, state, websocket.send_text, {"action": "clear"}
                 ):
-                    await websocket.send_text(json.dumps({"action": "clear"}))
-                    elapsed = int(time.monotonic() * 1000 - state["start_ms"])
-                    await connection.conversation.item.truncate(
-                        item_id=state["item"], content_index=0, audio_end_ms=max(0, elapsed)
-                    )
-                    state["marks"].clear()
-                    state["item"] = None
                     pending.clear()
 
         await until_either(from_vonage(), from_openai())

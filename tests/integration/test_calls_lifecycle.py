@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.calls import assistant_items
 from tests.integration import test_calls_telnyx as telnyx
 from tests.integration import test_calls_vonage as vonage
 
@@ -52,7 +53,7 @@ class Line:
         if self.provider == "telnyx":
             return bytes(item.audio) in bytes(caller.received)
         # Resampled, so not the same bytes: as much audio as the model said, all told.
-        said = sum(i.sent_ms for s in self.realtime.sessions for i in telnyx.assistant_items(s))
+        said = sum(i.sent_ms for s in self.realtime.sessions for i in assistant_items(s))
         return caller.frames_received * 20 >= said - 40
 
 
@@ -109,7 +110,7 @@ def test_session_is_renewed_with_the_conversation_replayed(line: Line) -> None:
     assert second.of_type("session.update")[0]["session"]["instructions"]
     realtime.wait_for(lambda: first.closed_at)  # the old session is closed after the swap
     call.say(0.6)
-    items = lambda: [i for i in telnyx.assistant_items(second) if i.sent_ms >= 500]  # noqa: E731
+    items = lambda: [i for i in assistant_items(second) if i.sent_ms >= 500]  # noqa: E731
     reply = realtime.wait_for(items)[0]
     realtime.wait_for(lambda: line.heard(caller, reply))
     assert not second.responses[0].get("metadata")  # a renewal does not greet again

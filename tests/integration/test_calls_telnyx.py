@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,78 +14,39 @@ from pathlib import Path
 import httpx
 import pytest
 
-from languagebuddy.config import load_settings
-from tests.fakes.openai import FakeOpenAI
-from tests.fakes.server import FakeServer
+from tests.calls import (
+    CallStack,
+    assistant_items,
+    call_service,
+    first_session,
+    onboarded,
+    whatsapp_learner,
+)
 from tests.fakes.telnyx import FakeCall, FakeTelnyx, webhook_body
-from tests.fakes.whatsapp import FakeWhatsApp, whatsapp_headers, whatsapp_text_webhook
-from tests.service import free_port, running_service
+from tests.fakes.whatsapp import whatsapp_headers, whatsapp_text_webhook
 
 
 @dataclass
-class CallStack:
-    service: FakeServer
-    db: Path
+class TelnyxStack(CallStack):
     telnyx: FakeTelnyx
-    ai: FakeOpenAI
-    wa: FakeWhatsApp
-
-    def query(self, sql: str, *args: object) -> list[tuple]:
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(sql, args).fetchall()
-
-    def wait_row(self, sql: str, *args: object, timeout: float = 10.0) -> tuple:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            rows = self.query(sql, *args)
-            if rows:
-                return rows[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no row for {sql} {args}")
 
     def call_row(self, call: FakeCall, timeout: float = 10.0) -> dict:
-        deadline = time.time() + timeout
-        while True:
-            with sqlite3.connect(self.db) as conn:
-                conn.row_factory = sqlite3.Row
-                row = conn.execute(
-                    "SELECT * FROM calls WHERE provider_call_id = ?", (call.call_control_id,)
-                ).fetchone()
-            if row is not None and row["memory_saved_at"] is not None:
-                return dict(row)
-            if time.time() > deadline:
-                raise AssertionError(f"call not finished: {dict(row) if row else None}")
-            time.sleep(0.05)
+        return self.finished_call("telnyx", call.call_control_id, timeout)
 
 
-def _stack(tmp: Path, **overrides: object) -> Iterator[CallStack]:
-    db = tmp / "lb.db"
-    port = free_port()
-    with FakeTelnyx() as telnyx, FakeOpenAI() as ai, FakeWhatsApp() as wa:
-        config = load_settings(
-            database_url=f"sqlite+aiosqlite:///{db}",
-            public_base_url=f"http://127.0.0.1:{port}",
-            openai_api_key=ai.api_key,
-            openai_base_url=ai.base_url,
-            openai_max_retries=0,
-            worker_concurrency=2,
-            realtime_connect_timeout=5,
-            **telnyx.settings(),
-            **wa.settings(),
-            **overrides,
-        )
-        with running_service(config, run_worker=True, port=port) as service:
-            telnyx.webhook_url = f"{service.base_url}/calls/telnyx/webhook"
-            yield CallStack(service, db, telnyx, ai, wa)
+def _stack(tmp: Path, **overrides: object) -> Iterator[TelnyxStack]:
+    with FakeTelnyx() as telnyx, call_service(tmp, telnyx.settings(), **overrides) as parts:
+        telnyx.webhook_url = f"{parts[0].base_url}/calls/telnyx/webhook"
+        yield TelnyxStack(*parts, telnyx)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TelnyxStack]:
     yield from _stack(tmp_path_factory.mktemp("calls"))
 
 
 @pytest.fixture(autouse=True)
-def _reset(stack: CallStack) -> None:
+def _reset(stack: TelnyxStack) -> None:
     stack.ai.reset()
 
 
@@ -97,43 +57,7 @@ def number() -> str:
     return f"+3460{next(_numbers):07d}"
 
 
-def whatsapp_learner(stack: CallStack, phone: str, name: str = "Ana") -> int:
-    """A learner who first wrote on WhatsApp from ``phone`` (and got an answer)."""
-    wa_id = phone.lstrip("+")
-    body = whatsapp_text_webhook("Hola, quiero practicar", wa_id=wa_id, name=name)
-    headers = whatsapp_headers(body, stack.wa.app_secret)
-    assert (
-        httpx.post(
-            f"{stack.service.base_url}/webhooks/whatsapp", content=body, headers=headers
-        ).status_code
-        == 200
-    )
-    deadline = time.time() + 10
-    while not stack.wa.texts_to(wa_id):
-        assert time.time() < deadline, "the WhatsApp message was never answered"
-        time.sleep(0.05)
-    return stack.wait_row("SELECT id FROM learners WHERE phone_e164 = ?", phone)[0]
-
-
-def onboarded(stack: CallStack, learner_id: int, language: str = "es", level: str = "A2") -> None:
-    with sqlite3.connect(stack.db) as conn:
-        conn.execute(
-            "UPDATE learners SET target_language = ?, level = ?, native_language = 'en' "
-            "WHERE id = ?",
-            (language, level, learner_id),
-        )
-
-
-def first_session(stack: CallStack):  # type: ignore[no-untyped-def]
-    realtime = stack.ai.realtime
-    return realtime.wait_for(lambda: realtime.sessions and realtime.sessions[0])
-
-
-def assistant_items(session):  # type: ignore[no-untyped-def]
-    return [i for i in list(session.items.values()) if i.role == "assistant"]
-
-
-def test_answer_greet_and_audio_byte_identical_both_ways(stack: CallStack) -> None:
+def test_answer_greet_and_audio_byte_identical_both_ways(stack: TelnyxStack) -> None:
     stack.ai.realtime.respond(
         "¡Hola! Soy LanguageBuddy. ¿Qué idioma quieres practicar?", audio_ms=1500
     )
@@ -177,7 +101,7 @@ def test_answer_greet_and_audio_byte_identical_both_ways(stack: CallStack) -> No
     assert row["audio_in_seconds"] > 0.4 and row["audio_out_seconds"] >= 1.5
 
 
-def test_same_learner_as_whatsapp_is_greeted_by_name(stack: CallStack) -> None:
+def test_same_learner_as_whatsapp_is_greeted_by_name(stack: TelnyxStack) -> None:
     phone = number()
     learner_id = whatsapp_learner(stack, phone, name="Ana")
     onboarded(stack, learner_id)
@@ -197,7 +121,7 @@ def test_same_learner_as_whatsapp_is_greeted_by_name(stack: CallStack) -> None:
     assert row["learner_id"] == learner_id
 
 
-def test_barge_in_clears_first_and_truncates_at_what_was_heard(stack: CallStack) -> None:
+def test_barge_in_clears_first_and_truncates_at_what_was_heard(stack: TelnyxStack) -> None:
     realtime = stack.ai.realtime
     realtime.respond("Una frase muy larga para que el llamante la interrumpa.", audio_ms=5000)
     realtime.respond("Vale, te escucho.", audio_ms=800)
@@ -221,7 +145,7 @@ def test_barge_in_clears_first_and_truncates_at_what_was_heard(stack: CallStack)
     stack.call_row(call)
 
 
-def test_dtmf_star_repeats_slowly_and_hash_ends_the_call(stack: CallStack) -> None:
+def test_dtmf_star_repeats_slowly_and_hash_ends_the_call(stack: TelnyxStack) -> None:
     realtime = stack.ai.realtime
     realtime.respond("Hola. ¿Cómo te llamas?", audio_ms=700)
     call = stack.telnyx.dial(number())
@@ -245,7 +169,7 @@ def test_dtmf_star_repeats_slowly_and_hash_ends_the_call(stack: CallStack) -> No
     assert stack.call_row(call)["end_reason"] == "dtmf"
 
 
-def test_end_call_tool_says_goodbye_then_hangs_up(stack: CallStack) -> None:
+def test_end_call_tool_says_goodbye_then_hangs_up(stack: TelnyxStack) -> None:
     realtime = stack.ai.realtime
     realtime.respond("Hola, ¿practicamos?", audio_ms=600)
     realtime.respond("", tool_calls=[("end_call", {})])
@@ -271,7 +195,7 @@ def test_end_call_tool_says_goodbye_then_hangs_up(stack: CallStack) -> None:
     assert stack.call_row(call)["end_reason"] == "end_call"
 
 
-def test_tools_save_vocabulary_and_set_level(stack: CallStack) -> None:
+def test_tools_save_vocabulary_and_set_level(stack: TelnyxStack) -> None:
     phone = number()
     learner_id = whatsapp_learner(stack, phone, name="Kenji")
     onboarded(stack, learner_id, level="A1")
@@ -305,7 +229,7 @@ def test_tools_save_vocabulary_and_set_level(stack: CallStack) -> None:
     stack.call_row(call)
 
 
-def test_duplicate_webhooks_answer_once(stack: CallStack) -> None:
+def test_duplicate_webhooks_answer_once(stack: TelnyxStack) -> None:
     call = stack.telnyx.dial(number(), deliveries=3)
     call.wait_streaming()
     answers = [c for c in call.commands if c["action"] == "answer"]
@@ -325,7 +249,7 @@ def test_duplicate_webhooks_answer_once(stack: CallStack) -> None:
     assert rows == [(1,)]
 
 
-def test_bad_signature_and_old_timestamp_are_refused(stack: CallStack) -> None:
+def test_bad_signature_and_old_timestamp_are_refused(stack: TelnyxStack) -> None:
     url = f"{stack.service.base_url}/calls/telnyx/webhook"
     payload = {
         "call_control_id": "v3:forged",
@@ -354,7 +278,7 @@ def test_bad_signature_and_old_timestamp_are_refused(stack: CallStack) -> None:
     assert stack.query("SELECT COUNT(*) FROM calls WHERE provider_call_id = 'v3:forged'") == [(0,)]
 
 
-def test_stream_refuses_missing_tampered_expired_and_used_tokens(stack: CallStack) -> None:
+def test_stream_refuses_missing_tampered_expired_and_used_tokens(stack: TelnyxStack) -> None:
     import asyncio
 
     from websockets.asyncio.client import connect
@@ -392,7 +316,7 @@ def test_stream_refuses_missing_tampered_expired_and_used_tokens(stack: CallStac
     call.hang_up()
 
 
-def test_caller_hang_up_closes_everything_within_a_second(stack: CallStack) -> None:
+def test_caller_hang_up_closes_everything_within_a_second(stack: TelnyxStack) -> None:
     call = stack.telnyx.dial(number())
     call.wait_streaming()
     session = first_session(stack)
@@ -407,7 +331,7 @@ def test_caller_hang_up_closes_everything_within_a_second(stack: CallStack) -> N
     realtime.wait_for(lambda: not services.calls.live, timeout=5)
 
 
-def test_realtime_drop_reconnects_once_with_the_context(stack: CallStack) -> None:
+def test_realtime_drop_reconnects_once_with_the_context(stack: TelnyxStack) -> None:
     realtime = stack.ai.realtime
     realtime.hear("Me llamo Ana y me gusta el fútbol.")
     realtime.respond("Hola, ¿qué tal?", audio_ms=500)
@@ -434,7 +358,7 @@ def test_realtime_drop_reconnects_once_with_the_context(stack: CallStack) -> Non
     assert stack.call_row(call)["usage"]
 
 
-def test_realtime_unreachable_after_a_drop_apologises_and_hangs_up(stack: CallStack) -> None:
+def test_realtime_unreachable_after_a_drop_apologises_and_hangs_up(stack: TelnyxStack) -> None:
     realtime = stack.ai.realtime
     realtime.drop_sessions_after(1.0)
     call = stack.telnyx.dial(number())
@@ -448,7 +372,7 @@ def test_realtime_unreachable_after_a_drop_apologises_and_hangs_up(stack: CallSt
     assert stack.call_row(call)["end_reason"] == "model_unavailable"
 
 
-def test_the_call_is_in_memory_and_the_recap_is_sent_once(stack: CallStack) -> None:
+def test_the_call_is_in_memory_and_the_recap_is_sent_once(stack: TelnyxStack) -> None:
     phone = number()
     learner_id = whatsapp_learner(stack, phone, name="Lucía")
     onboarded(stack, learner_id)
@@ -503,7 +427,7 @@ def test_the_call_is_in_memory_and_the_recap_is_sent_once(stack: CallStack) -> N
     assert "(phone call) Ayer fui al mercado." in history
 
 
-def test_no_task_or_socket_outlives_many_calls(stack: CallStack) -> None:
+def test_no_task_or_socket_outlives_many_calls(stack: TelnyxStack) -> None:
     import asyncio
 
     loop = stack.service.loop

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,79 +17,33 @@ import numpy as np
 import pytest
 import soxr
 
-from languagebuddy.config import load_settings
 from tests.audio_quality import steady
-from tests.fakes.openai import FakeOpenAI
-from tests.fakes.server import FakeServer
+from tests.calls import (
+    CallStack,
+    assistant_items,
+    call_service,
+    first_session,
+    onboarded,
+    whatsapp_learner,
+)
 from tests.fakes.vonage import BYTES_PER_MS, FakeCall, FakeVonage
-from tests.fakes.whatsapp import FakeWhatsApp, whatsapp_headers, whatsapp_text_webhook
-from tests.service import free_port, running_service
 
 MODEL_BYTES_PER_MS = 48  # s16le at 24 kHz
 
 
 @dataclass
-class VonageStack:
-    service: FakeServer
-    db: Path
+class VonageStack(CallStack):
     vonage: FakeVonage
-    ai: FakeOpenAI
-    wa: FakeWhatsApp
-
-    def query(self, sql: str, *args: object) -> list[tuple]:
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(sql, args).fetchall()
-
-    def wait_row(self, sql: str, *args: object, timeout: float = 10.0) -> tuple:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            rows = self.query(sql, *args)
-            if rows:
-                return rows[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no row for {sql} {args}")
 
     def call_row(self, call: FakeCall, timeout: float = 10.0) -> dict:
-        """The call's row once its memory is saved (the call is over on our side)."""
-        deadline = time.time() + timeout
-        while True:
-            with sqlite3.connect(self.db) as conn:
-                conn.row_factory = sqlite3.Row
-                row = conn.execute(
-                    "SELECT * FROM calls WHERE provider = 'vonage' AND provider_call_id = ?",
-                    (call.uuid,),
-                ).fetchone()
-            if row is not None and row["memory_saved_at"] is not None:
-                return dict(row)
-            if time.time() > deadline:
-                raise AssertionError(f"call not finished: {dict(row) if row else None}")
-            time.sleep(0.05)
-
-    @property
-    def services(self):  # type: ignore[no-untyped-def]
-        return self.service._app.app.state.services
+        return self.finished_call("vonage", call.uuid, timeout)
 
 
 def vonage_stack(tmp: Path, **overrides: object) -> Iterator[VonageStack]:
-    db = tmp / "lb.db"
-    port = free_port()
-    with FakeVonage() as vonage, FakeOpenAI() as ai, FakeWhatsApp() as wa:
-        config = load_settings(
-            database_url=f"sqlite+aiosqlite:///{db}",
-            public_base_url=f"http://127.0.0.1:{port}",
-            openai_api_key=ai.api_key,
-            openai_base_url=ai.base_url,
-            openai_max_retries=0,
-            worker_concurrency=2,
-            realtime_connect_timeout=5,
-            **vonage.settings(),
-            **wa.settings(),
-            **overrides,
-        )
-        with running_service(config, run_worker=True, port=port) as service:
-            vonage.answer_url = f"{service.base_url}/calls/vonage/answer"
-            vonage.event_url = f"{service.base_url}/calls/vonage/events"
-            yield VonageStack(service, db, vonage, ai, wa)
+    with FakeVonage() as vonage, call_service(tmp, vonage.settings(), **overrides) as parts:
+        vonage.answer_url = f"{parts[0].base_url}/calls/vonage/answer"
+        vonage.event_url = f"{parts[0].base_url}/calls/vonage/events"
+        yield VonageStack(*parts, vonage)
 
 
 @pytest.fixture(scope="module")
@@ -110,70 +63,43 @@ def number() -> str:
     return f"+4477009{next(_numbers):05d}"
 
 
-def whatsapp_learner(stack: VonageStack, phone: str, name: str) -> int:
-    """A learner who first wrote on WhatsApp from ``phone`` (and got an answer)."""
-    wa_id = phone.lstrip("+")
-    body = whatsapp_text_webhook("Hola, quiero practicar", wa_id=wa_id, name=name)
-    response = httpx.post(
-        f"{stack.service.base_url}/webhooks/whatsapp",
-        content=body,
-        headers=whatsapp_headers(body, stack.wa.app_secret),
-    )
-    assert response.status_code == 200
-    deadline = time.time() + 10
-    while not stack.wa.texts_to(wa_id):
-        assert time.time() < deadline, "the WhatsApp message was never answered"
-        time.sleep(0.05)
-    learner_id = stack.wait_row("SELECT id FROM learners WHERE phone_e164 = ?", phone)[0]
-    with sqlite3.connect(stack.db) as conn:
-        conn.execute(
-            "UPDATE learners SET target_language = 'es', level = 'A2', native_language = 'en' "
-            "WHERE id = ?",
-            (learner_id,),
-        )
-    return learner_id
-
-
-def first_session(stack: VonageStack):  # type: ignore[no-untyped-def]
-    realtime = stack.ai.realtime
-    return realtime.wait_for(lambda: realtime.sessions and realtime.sessions[0])
-
-
-def assistant_items(session):  # type: ignore[no-untyped-def]
-    return [i for i in list(session.items.values()) if i.role == "assistant"]
-
-
 def heard_ms(caller) -> float:  # type: ignore[no-untyped-def]
     return caller.played_bytes / BYTES_PER_MS
 
 
-def to_16k(model_audio: bytes | bytearray) -> np.ndarray:
-    pcm = np.frombuffer(bytes(model_audio), "<i2").astype(np.float32) / 32768
-    return soxr.resample(pcm, 24_000, 16_000, quality="HQ")
+def floats(pcm: bytes | bytearray) -> np.ndarray:
+    return np.frombuffer(bytes(pcm), "<i2").astype(np.float32) / 32768
 
 
-def _below_7khz(signal: np.ndarray) -> np.ndarray:
+def resampled(signal: np.ndarray, rate: int, to: int) -> np.ndarray:
+    return soxr.resample(signal, rate, to, quality="HQ")
+
+
+def _below_7khz(signal: np.ndarray, rate: int) -> np.ndarray:
     """The band a 16 kHz call carries through resampling (the filters roll off above ~7.2
     kHz, by design): what is above it is not compared."""
     spectrum = np.fft.rfft(signal.astype(np.float64))
-    spectrum[np.fft.rfftfreq(len(signal), 1 / 16_000) > 7_000] = 0
+    spectrum[np.fft.rfftfreq(len(signal), 1 / rate) > 7_000] = 0
     return np.fft.irfft(spectrum, len(signal))
 
 
-def snr_db(reference: np.ndarray, got: np.ndarray) -> float:
-    """``got`` against ``reference`` (floats, same rate) where they overlap, aligned on the
-    loudest half second of ``reference`` by normalised cross-correlation, below 7 kHz."""
-    size = 8_000
+def snr_db(reference: np.ndarray, got: np.ndarray, rate: int) -> float:
+    """``got`` against ``reference`` (floats at ``rate``) where they overlap, below 7 kHz,
+    aligned on the loudest half second of ``reference`` by normalised cross-correlation.
+    Compare at the rate whose sample grid both share: the model's 24 kHz stream starts on
+    any of its samples, which at 16 kHz can fall between two (a fractional delay, an error
+    growing with frequency that no whole-sample lag removes)."""
+    size = rate // 2
     energy = np.convolve(reference**2, np.ones(size), mode="valid")
-    start = int(np.argmax(energy[::400])) * 400
+    start = int(np.argmax(energy[:: size // 20])) * (size // 20)
     window = reference[start : start + size]
     correlation = np.correlate(got, window, mode="valid")
     norms = np.sqrt(np.convolve(got**2, np.ones(size), mode="valid")) + 1e-9
     offset = int(np.argmax(correlation / norms)) - start  # got[offset + i] ~ reference[i]
     first = max(0, -offset)
     n = min(len(reference), len(got) - offset) - first
-    ref = _below_7khz(steady(reference[first : first + n], 16_000))
-    out = _below_7khz(steady(got[first + offset : first + offset + n], 16_000))
+    ref = _below_7khz(steady(reference[first : first + n], rate), rate)
+    out = _below_7khz(steady(got[first + offset : first + offset + n], rate), rate)
     error = out - ref
     return float(10 * np.log10(np.sum(ref**2) / np.sum(error**2)))
 
@@ -203,16 +129,15 @@ def test_answer_ncco_greeting_and_audio_both_ways(stack: VonageStack) -> None:
     item = realtime.wait_for(lambda: (assistant_items(session) or [None])[0])
     # The greeting, resampled to 16 kHz, is what the caller heard, in exact 640-byte frames.
     realtime.wait_for(lambda: item.sent_ms >= 1500 and heard_ms(caller) >= 1500)
-    heard = np.frombuffer(bytes(caller.received), "<i2").astype(np.float32) / 32768
-    assert snr_db(to_16k(item.audio), heard) > 50  # ~82 dB measured
+    heard = floats(caller.received)
+    assert snr_db(resampled(floats(item.audio), 24_000, 16_000), heard, 16_000) > 50  # ~82 dB
     assert caller.bad_frames == [] and caller.frames_received >= 75
     # The caller's voice reaches the model at 24 kHz, sample for sample what was said.
     call.say(1.0)
     realtime.wait_for(lambda: len(session.audio_in) >= 2.5 * 24_000 * 2)
     call.hang_up()
-    said = np.frombuffer(bytes(caller.sent_audio), "<i2").astype(np.float32) / 32768
-    got = to_16k(session.audio_in)
-    assert snr_db(got, said) > 50  # ~73 dB measured
+    said = resampled(floats(caller.sent_audio), 16_000, 24_000)
+    assert snr_db(floats(session.audio_in), said, 24_000) > 50  # ~73 dB
     row = stack.call_row(call)
     assert row["status"] == "ended" and row["provider"] == "vonage"
     assert row["audio_in_seconds"] > 1.0 and row["audio_out_seconds"] >= 1.5
@@ -229,6 +154,7 @@ def test_answer_ncco_greeting_and_audio_both_ways(stack: VonageStack) -> None:
 def test_the_whatsapp_learner_is_greeted_by_name(stack: VonageStack) -> None:
     phone = number()
     learner_id = whatsapp_learner(stack, phone, name="Ana")
+    onboarded(stack, learner_id)
     call = stack.vonage.dial(phone)
     call.wait_connected()
     realtime = stack.ai.realtime
@@ -494,6 +420,7 @@ def test_realtime_unreachable_vonage_apologises_and_hangs_up(stack: VonageStack)
 def test_the_call_is_in_memory_and_the_recap_is_sent_once(stack: VonageStack) -> None:
     phone = number()
     learner_id = whatsapp_learner(stack, phone, name="Lucía")
+    onboarded(stack, learner_id)
     realtime = stack.ai.realtime
     realtime.hear("Ayer fui al mercado.")
     realtime.respond("Hola Lucía, ¿qué hiciste ayer?", audio_ms=500)
