@@ -360,6 +360,9 @@ def _analyse(
         "deltas_matched": len(outbound),
         "model_errors": dict(errors),
         "failed_calls": sum(1 for c in calls if "failed" in c),
+        # The deepest the caller's playout buffer got (Vonage: what a barge-in's clear drops).
+        "caller_buffer_max_ms": max((c.get("max_buffered_ms") or 0.0 for c in calls), default=0.0)
+        or None,
     }
 
 
@@ -632,6 +635,7 @@ COLUMNS = [
     Column("out_p50", "out p50", ".2f"),
     Column("out_p99", "out p99", ".2f"),
     Column("underruns", "underruns", "d"),
+    Column("caller_buffer_max_ms", "buffer max ms", ".0f"),
     Column("barge_p50", "barge p50", ".2f"),
     Column("barge_p99", "barge p99", ".2f"),
     Column("fake_model_cores", "fake model", ".2f"),
