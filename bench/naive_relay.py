@@ -79,21 +79,7 @@ async def relay(websocket: WebSocket) -> None:
     await websocket.accept()
     client: AsyncOpenAI = websocket.app.state.client
     async with client.realtime.connect(model=MODEL) as connection:
-        await connection.session.update(
-            session={
-                "type": "realtime",
-                "model": MODEL,
-                "output_modalities": ["audio"],
-                "instructions": "You are a friendly language tutor on the phone.",
-                "audio": {
-                    "input": {
-                        "format": {"type": "audio/pcmu"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000},
-                    },
-                    "output": {"format": {"type": "audio/pcmu"}, "voice": "alloy"},
-                },
-            }
-        )
+        await connection.session.update(session=session_for({"type": "audio/pcmu"}))
         await connection.response.create()
         state = {"item": None, "start_ms": 0.0, "marks": [], "last_ms": 0.0}
 
@@ -144,19 +130,21 @@ class NaiveResampler:
         return np.clip(np.rint(out), -32768, 32767).astype(np.int16).tobytes()
 
 
-VONAGE_SESSION = {
-    "type": "realtime",
-    "model": MODEL,
-    "output_modalities": ["audio"],
-    "instructions": "You are a friendly language tutor on the phone.",
-    "audio": {
-        "input": {
-            "format": {"type": "audio/pcm", "rate": 24000},
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000},
+def session_for(audio_format: dict[str, Any]) -> dict[str, Any]:
+    """The session the samples configure: server VAD, the carrier's format both ways."""
+    return {
+        "type": "realtime",
+        "model": MODEL,
+        "output_modalities": ["audio"],
+        "instructions": "You are a friendly language tutor on the phone.",
+        "audio": {
+            "input": {
+                "format": audio_format,
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 1000},
+            },
+            "output": {"format": audio_format, "voice": "alloy"},
         },
-        "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"},
-    },
-}
+    }
 
 
 async def relay_vonage(websocket: WebSocket) -> None:
@@ -165,7 +153,7 @@ async def relay_vonage(websocket: WebSocket) -> None:
     client: AsyncOpenAI = websocket.app.state.client
     up, down = NaiveResampler(16000, 24000), NaiveResampler(24000, 16000)
     async with client.realtime.connect(model=MODEL) as connection:
-        await connection.session.update(session=VONAGE_SESSION)
+        await connection.session.update(session=session_for({"type": "audio/pcm", "rate": 24000}))
         await connection.response.create()
         state = {"item": None, "start_ms": 0.0, "marks": []}
         pending = bytearray()
