@@ -28,8 +28,6 @@ from tests.calls import (
 )
 from tests.fakes.vonage import BYTES_PER_MS, FakeCall, FakeVonage
 
-MODEL_BYTES_PER_MS = 48  # s16le at 24 kHz
-
 
 @dataclass
 class VonageStack(CallStack):
